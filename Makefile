@@ -1,0 +1,42 @@
+# music-recsys: two commands for a new user — `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export RECSYS_DATA_ROOT ?= $(CURDIR)/data
+export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+
+.PHONY: setup demo test test-fast lint data bench clean
+
+setup: $(STAMP)
+
+# Re-installs only when the pins change; `make setup` is idempotent.
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	@command -v java >/dev/null || { echo "Java 17 or 21 is required by Spark 4 (Debian: apt-get install openjdk-17-jre-headless)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/python -m music_recsys.checks
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/python -m music_recsys.demo
+
+test: setup
+	$(BIN)/pytest
+
+test-fast: setup
+	$(BIN)/pytest -m "not slow and not e2e"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+data: setup
+	$(BIN)/python -m music_recsys.datagen --out $(RECSYS_DATA_ROOT)/msd_like
+
+clean:
+	rm -rf $(VENV) .airflow data .pytest_cache

@@ -1,0 +1,41 @@
+"""Column names, defaults and seeds shared by the DAG, the jobs and the tests."""
+
+from __future__ import annotations
+
+# Raw interaction schema (the seed's parquet schema).
+USER_ID = "user_id"
+TRACK_ID = "track_id"
+COUNT = "count"
+RAW_COLUMNS = (USER_ID, COUNT, TRACK_ID)
+
+# Indexed schema written by the index job and read by fit / evaluate.
+USER_IDX = "user_idx"
+ITEM_IDX = "item_idx"
+RATING = "rating"
+
+SPLITS = ("train", "validation", "test")
+EVAL_SPLITS = ("validation", "test")
+
+# Grid transforms: how play counts become ALS confidences.
+TRANSFORMS = ("none", "log1p", "drop", "log1p_drop")
+
+DEFAULT_SEED = 42
+DEFAULT_K = 500
+SERVING_K = 50
+DEFAULT_MAX_ITER = 10
+DEFAULT_DROP_THRESHOLD = 1
+
+# The seed's grid (FIGURES.md): rank x regParam x alpha.
+DEFAULT_RANKS = (5, 10, 20)
+DEFAULT_REG_PARAMS = (0.1, 1.0, 10.0)
+DEFAULT_ALPHAS = (1.0, 5.0, 10.0)
+DEFAULT_TRANSFORMS = ("none", "log1p")
+
+DEFAULT_ANNOY_TREES = (1, 5, 10, 30)
+DEFAULT_ANNOY_SEARCH_K = (100, 500, 1000, 5000, 10000, 50000, 100000, 500000)
+
+POPULARITY_TRIAL_ID = "popularity"
+
+# Results store.
+RESULTS_CONN_ID = "recsys_results"
+SQLITE_RESULTS_FILE = "results.sqlite"

@@ -1,0 +1,155 @@
+"""The results store: ``als_trials`` and ``ann_trials`` in Postgres or SQLite, through one code path.
+
+The store is the Airflow connection ``recsys_results``; when it is not defined, a SQLite file under the
+data root (the embedded default). Writes are upserts keyed on the run and the trial / search
+configuration, so re-running a task rewrites its rows instead of adding new ones. SQL is built by
+SQLAlchemy Core with bound parameters; table names are fixed here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from music_recsys import constants as C
+from music_recsys.config import data_root
+
+metadata = sa.MetaData()
+
+als_trials = sa.Table(
+    "als_trials",
+    metadata,
+    sa.Column("run_id", sa.String(250), primary_key=True),
+    sa.Column("trial_id", sa.String(250), primary_key=True),
+    sa.Column("split", sa.String(20), primary_key=True),
+    sa.Column("model", sa.String(20), nullable=False),  # "als" or "popularity"
+    sa.Column("rank", sa.Integer),
+    sa.Column("reg_param", sa.Float),
+    sa.Column("alpha", sa.Float),
+    sa.Column("transform", sa.String(20)),
+    sa.Column("k", sa.Integer),
+    sa.Column("exclude_seen", sa.Boolean),
+    sa.Column("map", sa.Float, comment="Spark RankingMetrics.meanAveragePrecision (full list, not cut at k)"),
+    sa.Column("map_at_k", sa.Float, comment="Spark RankingMetrics.meanAveragePrecisionAt(k)"),
+    sa.Column("precision_at_k", sa.Float, comment="Spark RankingMetrics.precisionAt(k)"),
+    sa.Column("ndcg_at_k", sa.Float, comment="Spark RankingMetrics.ndcgAt(k), binary relevance"),
+    sa.Column("recall_at_k", sa.Float, comment="Spark RankingMetrics.recallAt(k)"),
+    sa.Column("n_users", sa.Integer),
+    sa.Column("n_cold_users", sa.Integer),
+    sa.Column("fit_seconds", sa.Float),
+    sa.Column("eval_seconds", sa.Float),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("is_best", sa.Boolean),
+    sa.Column("recorded_at", sa.DateTime(timezone=True)),
+)
+
+ann_trials = sa.Table(
+    "ann_trials",
+    metadata,
+    sa.Column("run_id", sa.String(250), primary_key=True),
+    sa.Column("metric", sa.String(20), primary_key=True),  # exact, exact_batched, dot, angular_ip
+    sa.Column("n_trees", sa.Integer, primary_key=True),
+    sa.Column("search_k", sa.Integer, primary_key=True),
+    sa.Column("k", sa.Integer, primary_key=True),
+    sa.Column("recall", sa.Float),
+    sa.Column("qps", sa.Float),
+    sa.Column("mean_ms", sa.Float),
+    sa.Column("p50_ms", sa.Float),
+    sa.Column("p99_ms", sa.Float),
+    sa.Column("build_seconds", sa.Float),
+    sa.Column("index_bytes", sa.BigInteger),
+    sa.Column("n_items", sa.Integer),
+    sa.Column("n_queries", sa.Integer),
+    sa.Column("trial_id", sa.String(250)),
+    sa.Column("recorded_at", sa.DateTime(timezone=True)),
+)
+
+
+def results_url() -> str:
+    """SQLAlchemy URL of the ``recsys_results`` connection, or the SQLite file under the data root."""
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.sdk import BaseHook
+
+    try:
+        conn = BaseHook.get_connection(C.RESULTS_CONN_ID)
+    except AirflowNotFoundException:
+        path = data_root() / C.SQLITE_RESULTS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    return to_sqlalchemy_url(conn.get_uri())
+
+
+def to_sqlalchemy_url(uri: str) -> str:
+    """Airflow connection URIs say ``postgres://``; SQLAlchemy wants a driver name."""
+    for prefix in ("postgres://", "postgresql://"):
+        if uri.startswith(prefix):
+            return "postgresql+psycopg2://" + uri[len(prefix):]
+    return uri
+
+
+def _dialect_insert(engine: sa.Engine):
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif engine.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise ValueError(f"results store {engine.url!r}: only PostgreSQL and SQLite are supported")
+    return insert
+
+
+class ResultsStore:
+    """Upserts trial rows; retries a transaction that fails on a dropped connection."""
+
+    def __init__(self, url: str, retries: int = 5, backoff_seconds: float = 1.0):
+        self.engine = sa.create_engine(url, pool_pre_ping=True)
+        self.retries = retries
+        self.backoff_seconds = backoff_seconds
+        self._insert = _dialect_insert(self.engine)
+        self._with_retry(lambda conn: metadata.create_all(conn))
+
+    def _with_retry(self, work) -> Any:
+        for attempt in range(1, self.retries + 1):
+            try:
+                with self.engine.begin() as conn:
+                    return work(conn)
+            except sa.exc.OperationalError:
+                if attempt == self.retries:
+                    raise
+                self.engine.dispose()
+                time.sleep(self.backoff_seconds * attempt)
+        return None
+
+    def _upsert(self, table: sa.Table, rows: Iterable[Mapping[str, Any]]) -> int:
+        names = {c.name for c in table.columns}
+        now = datetime.now(UTC)
+        clean = [{**{k: v for k, v in row.items() if k in names}, "recorded_at": now} for row in rows]
+        if not clean:
+            return 0
+        keys = [c.name for c in table.primary_key.columns]
+        columns = sorted({k for row in clean for k in row})
+        clean = [{c: row.get(c) for c in columns} for row in clean]
+        stmt = self._insert(table).values(clean)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=keys, set_={c: stmt.excluded[c] for c in columns if c not in keys}
+        )
+        self._with_retry(lambda conn: conn.execute(stmt))
+        return len(clean)
+
+    def upsert_als_trials(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        return self._upsert(als_trials, rows)
+
+    def upsert_ann_trials(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        return self._upsert(ann_trials, rows)
+
+    def fetch(self, table: str, run_id: str) -> list[dict[str, Any]]:
+        target = {"als_trials": als_trials, "ann_trials": ann_trials}[table]
+        query = sa.select(target).where(target.c.run_id == run_id)
+        return self._with_retry(lambda conn: [dict(r._mapping) for r in conn.execute(query)])
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,199 @@
+"""Fast top-k search over item factors: exact baselines and Annoy, measured side by side.
+
+Exact baselines: single-query (one matrix-vector product + argpartition) and batched (a block of
+users per matrix product, ``music_recsys.topk``). Annoy is measured with two metrics, always named:
+``dot`` (Annoy's inner-product index) and ``angular_ip`` (the inner-product-to-angular transform:
+items get an extra coordinate sqrt(M^2 - |v|^2), queries a 0, so angular order equals dot order).
+Recall@k is measured against the exact top-k by dot product.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from music_recsys.topk import top_k
+
+ANNOY_METRICS = ("dot", "angular_ip")
+
+
+def exact_top_k_single(item_vectors: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
+    """Exact top-k for one query: a partial sort, not a full argsort."""
+    scores = item_vectors @ query
+    k = min(k, len(scores))
+    cand = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    return cand[np.argsort(-scores[cand], kind="stable")]
+
+
+def augment_for_angular(item_vectors: np.ndarray) -> np.ndarray:
+    """Items with the extra coordinate sqrt(M^2 - |v|^2) that turns inner product into angle."""
+    norms_sq = np.einsum("ij,ij->i", item_vectors, item_vectors, dtype=np.float64)
+    extra = np.sqrt(np.maximum(norms_sq.max() - norms_sq, 0.0))
+    return np.hstack([item_vectors, extra[:, None]]).astype(np.float32)
+
+
+def augment_query(query: np.ndarray) -> np.ndarray:
+    return np.append(query, np.float32(0.0)).astype(np.float32)
+
+
+class AnnoySearcher:
+    """A seeded Annoy index over item factors, saved to disk and reloaded with mmap."""
+
+    def __init__(self, item_vectors: np.ndarray, metric: str, n_trees: int, seed: int, path: str | os.PathLike,
+                 n_jobs: int = -1):
+        from annoy import AnnoyIndex
+
+        if metric not in ANNOY_METRICS:
+            raise ValueError(f"metric {metric!r}: choose from {ANNOY_METRICS}")
+        self.metric = metric
+        vectors = augment_for_angular(item_vectors) if metric == "angular_ip" else item_vectors.astype(np.float32)
+        self.dim = vectors.shape[1]
+        annoy_metric = "angular" if metric == "angular_ip" else "dot"
+        started = time.perf_counter()
+        index = AnnoyIndex(self.dim, annoy_metric)
+        index.set_seed(seed)  # before add_item, so the same data gives the same trees
+        for i, vector in enumerate(vectors):
+            index.add_item(i, vector)
+        index.build(n_trees, n_jobs=n_jobs)
+        index.save(str(path))
+        self.build_seconds = time.perf_counter() - started
+        index.unload()
+        self.path = Path(path)
+        self.index_bytes = self.path.stat().st_size
+        self.index = AnnoyIndex(self.dim, annoy_metric)
+        self.index.load(str(path))  # mmap: what a serving process would do
+
+    def query(self, vector: np.ndarray, k: int, search_k: int = -1) -> list[int]:
+        if self.metric == "angular_ip":
+            vector = augment_query(vector)
+        return self.index.get_nns_by_vector(vector, k, search_k=search_k)
+
+    def close(self) -> None:
+        self.index.unload()
+
+
+def recall(approx: Iterable[int], exact: np.ndarray) -> float:
+    if len(exact) == 0:
+        return 1.0
+    return len(set(approx) & set(exact.tolist())) / len(exact)
+
+
+@dataclass
+class SearchMeasurement:
+    metric: str
+    n_trees: int
+    search_k: int
+    k: int
+    recall: float
+    qps: float
+    mean_ms: float
+    p50_ms: float
+    p99_ms: float
+    build_seconds: float
+    index_bytes: int
+    n_items: int
+    n_queries: int
+
+
+def _latency_stats(latencies_s: np.ndarray) -> dict[str, float]:
+    ms = latencies_s * 1000.0
+    return {"qps": float(len(ms) / latencies_s.sum()) if latencies_s.sum() > 0 else float("inf"),
+            "mean_ms": float(ms.mean()), "p50_ms": float(np.percentile(ms, 50)),
+            "p99_ms": float(np.percentile(ms, 99))}
+
+
+def meaningful_search_k(values: Iterable[int], n_trees: int, n_items: int) -> list[int]:
+    """Drop search_k values past the point where Annoy already visits every item in every tree.
+
+    The first value at or past ``n_trees * n_items`` is kept (it is the exhaustive setting); larger
+    ones repeat it. -1 (Annoy's default, n_trees * k) is always kept.
+    """
+    cap = n_trees * n_items
+    kept, reached = [], False
+    for value in sorted(set(values)):
+        if value == -1:
+            kept.append(value)
+        elif not reached:
+            kept.append(value)
+            reached = value >= cap
+    return kept
+
+
+def sweep(
+    item_vectors: np.ndarray,
+    queries: np.ndarray,
+    ks: Iterable[int],
+    trees: Iterable[int],
+    search_ks: Iterable[int],
+    seed: int,
+    workdir: str | os.PathLike | None = None,
+    metrics: Iterable[str] = ANNOY_METRICS,
+) -> list[SearchMeasurement]:
+    """Measure exact baselines and every Annoy (metric, n_trees, search_k) at every k."""
+    item_vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    n_items, n_queries = len(item_vectors), len(queries)
+    ks = sorted({min(k, n_items) for k in ks})
+    out: list[SearchMeasurement] = []
+    truth: dict[int, list[np.ndarray]] = {}
+    for k in ks:
+        latencies = np.empty(n_queries)
+        exact = []
+        for i, q in enumerate(queries):
+            started = time.perf_counter()
+            exact.append(exact_top_k_single(item_vectors, q, k))
+            latencies[i] = time.perf_counter() - started
+        truth[k] = exact
+        out.append(SearchMeasurement("exact", 0, 0, k, 1.0, **_latency_stats(latencies), build_seconds=0.0,
+                                     index_bytes=item_vectors.nbytes, n_items=n_items, n_queries=n_queries))
+        started = time.perf_counter()
+        batched = top_k(queries, item_vectors, k, block_size=256)
+        elapsed = time.perf_counter() - started
+        batched_recall = float(np.mean([recall(b, e) for b, e in zip(batched, exact, strict=True)]))
+        per_query = np.full(n_queries, elapsed / n_queries)
+        out.append(SearchMeasurement("exact_batched", 0, 0, k, batched_recall, **_latency_stats(per_query),
+                                     build_seconds=0.0, index_bytes=item_vectors.nbytes, n_items=n_items,
+                                     n_queries=n_queries))
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        for metric in metrics:
+            for n_trees in sorted(set(trees)):
+                searcher = AnnoySearcher(item_vectors, metric, n_trees, seed, Path(tmp) / f"{metric}_{n_trees}.ann")
+                for search_k in meaningful_search_k(search_ks, n_trees, n_items):
+                    for k in ks:
+                        latencies = np.empty(n_queries)
+                        recalls = np.empty(n_queries)
+                        for i, q in enumerate(queries):
+                            started = time.perf_counter()
+                            found = searcher.query(q, k, search_k)
+                            latencies[i] = time.perf_counter() - started
+                            recalls[i] = recall(found, truth[k][i])
+                        out.append(SearchMeasurement(metric, n_trees, search_k, k, float(recalls.mean()),
+                                                     **_latency_stats(latencies),
+                                                     build_seconds=searcher.build_seconds,
+                                                     index_bytes=searcher.index_bytes, n_items=n_items,
+                                                     n_queries=n_queries))
+                searcher.close()
+    return out
+
+
+def operating_point(measurements: list[SearchMeasurement], k: int, target_recall: float) -> dict:
+    """The fastest Annoy configuration reaching ``target_recall`` at k, with its speedup over exact."""
+    exact = next(m for m in measurements if m.metric == "exact" and m.k == k)
+    reaching = [m for m in measurements if m.metric in ANNOY_METRICS and m.k == k and m.recall >= target_recall]
+    summary = {"k": k, "target_recall": target_recall, "exact_qps": exact.qps,
+               "exact_batched_qps": next(m.qps for m in measurements if m.metric == "exact_batched" and m.k == k)}
+    if not reaching:
+        best = max((m for m in measurements if m.metric in ANNOY_METRICS and m.k == k), key=lambda m: m.recall,
+                   default=None)
+        summary.update({"found": False, "message": f"no Annoy configuration reaches recall@{k} >= {target_recall}",
+                        "best_recall": best.recall if best else None})
+        return summary
+    fastest = max(reaching, key=lambda m: m.qps)
+    summary.update({"found": True, **asdict(fastest), "speedup_vs_exact": fastest.qps / exact.qps})
+    return summary
