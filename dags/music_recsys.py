@@ -29,8 +29,15 @@ MAX_PARALLEL_FITS = int(os.environ.get("RECSYS_MAX_PARALLEL_FITS", "1"))
 SPARK_TIMEOUT = timedelta(hours=float(os.environ.get("RECSYS_SPARK_TIMEOUT_HOURS", "2")))
 
 
-def _numbers(default: list, description: str, *, integer: bool = False, minimum: float | None = None,
-             exclusive_minimum: float | None = None, maximum: float | None = None) -> Param:
+def _numbers(
+    default: list,
+    description: str,
+    *,
+    integer: bool = False,
+    minimum: float | None = None,
+    exclusive_minimum: float | None = None,
+    maximum: float | None = None,
+) -> Param:
     items: dict = {"type": "integer" if integer else "number"}
     if minimum is not None:
         items["minimum"] = minimum
@@ -42,43 +49,89 @@ def _numbers(default: list, description: str, *, integer: bool = False, minimum:
 
 
 PARAMS = {
-    "train_path": Param("msd_like/train.parquet", type="string", minLength=1,
-                        description="Train play counts: parquet (user_id, count, track_id), MSD TSV or CSV; "
-                                    "relative to RECSYS_DATA_ROOT or absolute under an allowed root."),
-    "validation_path": Param("msd_like/validation.parquet", type="string", minLength=1,
-                             description="Validation play counts (the rest of the hold-out users' histories)."),
-    "test_path": Param("msd_like/test.parquet", type="string", minLength=1,
-                       description="Test play counts."),
-    "ranks": _numbers(list(C.DEFAULT_RANKS), "ALS ranks (latent factors), 1..1000.", integer=True,
-                      minimum=1, maximum=1000),
-    "reg_params": _numbers(list(C.DEFAULT_REG_PARAMS), "ALS regParam values, > 0.", exclusive_minimum=0,
-                           maximum=10000),
-    "alphas": _numbers(list(C.DEFAULT_ALPHAS), "Implicit confidence scaling alpha, >= 0.", minimum=0,
-                       maximum=1e6),
-    "transforms": Param(list(C.DEFAULT_TRANSFORMS), type="array", minItems=1, uniqueItems=True,
-                        items={"type": "string", "enum": list(C.TRANSFORMS)},
-                        description="Count transforms in the grid: none, log1p, drop (count <= drop_threshold "
-                                    "removed), log1p_drop."),
-    "drop_threshold": Param(C.DEFAULT_DROP_THRESHOLD, type="integer", minimum=0,
-                            description="Counts <= this are dropped by the drop transforms."),
-    "k": Param(C.DEFAULT_K, type="integer", minimum=1, maximum=10000,
-               description="Recommendations per user (the seed used 500)."),
-    "sample_fraction": Param(1.0, type="number", exclusiveMinimum=0, maximum=1,
-                             description="Share of non-hold-out train users kept (the seed used 0.2)."),
+    "train_path": Param(
+        "msd_like/train.parquet",
+        type="string",
+        minLength=1,
+        description="Train play counts: parquet (user_id, count, track_id), MSD TSV or CSV; "
+        "relative to RECSYS_DATA_ROOT or absolute under an allowed root.",
+    ),
+    "validation_path": Param(
+        "msd_like/validation.parquet",
+        type="string",
+        minLength=1,
+        description="Validation play counts (the rest of the hold-out users' histories).",
+    ),
+    "test_path": Param("msd_like/test.parquet", type="string", minLength=1, description="Test play counts."),
+    "ranks": _numbers(
+        list(C.DEFAULT_RANKS), "ALS ranks (latent factors), 1..1000.", integer=True, minimum=1, maximum=1000
+    ),
+    "reg_params": _numbers(list(C.DEFAULT_REG_PARAMS), "ALS regParam values, > 0.", exclusive_minimum=0, maximum=10000),
+    "alphas": _numbers(list(C.DEFAULT_ALPHAS), "Implicit confidence scaling alpha, >= 0.", minimum=0, maximum=1e6),
+    "transforms": Param(
+        list(C.DEFAULT_TRANSFORMS),
+        type="array",
+        minItems=1,
+        uniqueItems=True,
+        items={"type": "string", "enum": list(C.TRANSFORMS)},
+        description="Count transforms in the grid: none, log1p, drop (count <= drop_threshold removed), log1p_drop.",
+    ),
+    "drop_threshold": Param(
+        C.DEFAULT_DROP_THRESHOLD,
+        type="integer",
+        minimum=0,
+        description="Counts <= this are dropped by the drop transforms.",
+    ),
+    "k": Param(
+        C.DEFAULT_K,
+        type="integer",
+        minimum=1,
+        maximum=10000,
+        description="Recommendations per user (the seed used 500).",
+    ),
+    "sample_fraction": Param(
+        1.0,
+        type="number",
+        exclusiveMinimum=0,
+        maximum=1,
+        description="Share of non-hold-out train users kept (the seed used 0.2).",
+    ),
     "max_iter": Param(C.DEFAULT_MAX_ITER, type="integer", minimum=1, maximum=100, description="ALS iterations."),
     "seed": Param(C.DEFAULT_SEED, type="integer", minimum=0, description="Seed for sampling, ALS and Annoy."),
-    "exclude_seen": Param(True, type="boolean",
-                          description="Exclude tracks the user already played in train from recommendations."),
-    "max_reject_fraction": Param(0.01, type="number", minimum=0, maximum=1,
-                                 description="Fail ingest when a file has a larger share of invalid rows."),
-    "annoy_trees": _numbers(list(C.DEFAULT_ANNOY_TREES), "Annoy n_trees values.", integer=True, minimum=1,
-                            maximum=1000),
-    "annoy_search_k": _numbers(list(C.DEFAULT_ANNOY_SEARCH_K), "Annoy search_k values (-1 = Annoy default).",
-                               integer=True, minimum=-1),
-    "annoy_max_queries": Param(2000, type="integer", minimum=1,
-                               description="At most this many validation users are used as search queries."),
-    "annoy_target_recall": Param(0.9, type="number", exclusiveMinimum=0, maximum=1,
-                                 description="Recall the Annoy operating point must reach."),
+    "exclude_seen": Param(
+        True,
+        type="boolean",
+        description="Exclude tracks the user already played in train from recommendations.",
+    ),
+    "max_reject_fraction": Param(
+        0.01,
+        type="number",
+        minimum=0,
+        maximum=1,
+        description="Fail ingest when a file has a larger share of invalid rows.",
+    ),
+    "annoy_trees": _numbers(
+        list(C.DEFAULT_ANNOY_TREES), "Annoy n_trees values.", integer=True, minimum=1, maximum=1000
+    ),
+    "annoy_search_k": _numbers(
+        list(C.DEFAULT_ANNOY_SEARCH_K),
+        "Annoy search_k values (-1 = Annoy default).",
+        integer=True,
+        minimum=-1,
+    ),
+    "annoy_max_queries": Param(
+        2000,
+        type="integer",
+        minimum=1,
+        description="At most this many validation users are used as search queries.",
+    ),
+    "annoy_target_recall": Param(
+        0.9,
+        type="number",
+        exclusiveMinimum=0,
+        maximum=1,
+        description="Recall the Annoy operating point must reach.",
+    ),
 }
 
 
@@ -92,8 +145,8 @@ PARAMS = {
     doc_md=__doc__,
     tags=["recsys", "spark", "als", "annoy"],
     default_args={
-        "retries": 1,
-        "retry_delay": timedelta(seconds=30),
+        "retries": int(os.environ.get("RECSYS_RETRIES", "1")),
+        "retry_delay": timedelta(seconds=float(os.environ.get("RECSYS_RETRY_DELAY_SECONDS", "30"))),
         "retry_exponential_backoff": True,
     },
 )
@@ -112,29 +165,42 @@ def music_recsys():
         return plan["fit_kwargs"]
 
     plan = prepare()
-    spark_defaults = {"execution_timeout": SPARK_TIMEOUT, "conn_id": os.environ.get("RECSYS_SPARK_CONN_ID",
-                                                                                       "spark_default")}
+    spark_defaults = {
+        "execution_timeout": SPARK_TIMEOUT,
+        "conn_id": os.environ.get("RECSYS_SPARK_CONN_ID", "spark_default"),
+    }
     ingest = SparkJobOperator(
-        task_id="ingest", application=str(JOBS_DIR / "ingest.py"), name="music_recsys.ingest",
-        application_args=plan["ingest_args"], result_path=plan["ingest_result"],
+        task_id="ingest",
+        application=str(JOBS_DIR / "ingest.py"),
+        name="music_recsys.ingest",
+        application_args=plan["ingest_args"],
+        result_path=plan["ingest_result"],
         doc_md="Read and validate train/validation/test, downsample non-hold-out users, write parquet.",
         **spark_defaults,
     )
     index = SparkJobOperator(
-        task_id="index", application=str(JOBS_DIR / "index_ids.py"), name="music_recsys.index",
-        application_args=plan["index_args"], result_path=plan["index_result"],
+        task_id="index",
+        application=str(JOBS_DIR / "index_ids.py"),
+        name="music_recsys.index",
+        application_args=plan["index_args"],
+        result_path=plan["index_result"],
         doc_md="StringIndexer fitted on train; validation/test rows with unseen ids skipped and counted.",
         **spark_defaults,
     )
     fit = SparkJobOperator.partial(
-        task_id="fit", application=str(JOBS_DIR / "fit_als.py"),
-        map_index_template="{{ task.grid_point }}", max_active_tis_per_dag=MAX_PARALLEL_FITS,
+        task_id="fit",
+        application=str(JOBS_DIR / "fit_als.py"),
+        map_index_template="{{ task.grid_point }}",
+        max_active_tis_per_dag=MAX_PARALLEL_FITS,
         doc_md="One implicit ALS fit per grid point; saves user and item factors.",
         **spark_defaults,
     ).expand_kwargs(grid_points(plan))
     evaluate = SparkJobOperator(
-        task_id="evaluate", application=str(JOBS_DIR / "evaluate.py"), name="music_recsys.evaluate",
-        application_args=plan["evaluate_args"], result_path=plan["evaluate_result"],
+        task_id="evaluate",
+        application=str(JOBS_DIR / "evaluate.py"),
+        name="music_recsys.evaluate",
+        application_args=plan["evaluate_args"],
+        result_path=plan["evaluate_result"],
         trigger_rule="all_done_min_one_success",
         doc_md="Top-k inside Spark for every trial and a popularity baseline; best by validation MAP; test.",
         **spark_defaults,

@@ -58,8 +58,7 @@ def score_split(spark, users, user_factors, item_matrix: np.ndarray, k: int, exc
                 vectors = np.stack(batch["features"].to_numpy()[rows]).astype(np.float32)
                 seen = None
                 if exclude_seen:
-                    seen = [s if s is not None else np.zeros(0, dtype=np.int64)
-                            for s in batch["seen"].to_numpy()[rows]]
+                    seen = [s if s is not None else np.zeros(0, dtype=np.int64) for s in batch["seen"].to_numpy()[rows]]
                 for row, pred in zip(rows, top_k(vectors, item_vectors, k, exclude=seen), strict=True):
                     preds[row] = pred
             metrics = [user_metrics(p, r, k) for p, r in zip(preds, batch["relevant"].to_numpy(), strict=True)]
@@ -80,10 +79,19 @@ def load_trials(plan: dict) -> list[dict]:
     trials = []
     for trial in plan["trials"]:
         result_path = Path(trial["result"])
-        fit = read_json(result_path) if result_path.exists() else {"status": "missing",
-                                                                     "error": "fit task produced no result"}
-        trials.append({**trial, "status": fit["status"], "fit_seconds": fit.get("fit_seconds"),
-                       "error": fit.get("error")})
+        fit = (
+            read_json(result_path)
+            if result_path.exists()
+            else {"status": "missing", "error": "fit task produced no result"}
+        )
+        trials.append(
+            {
+                **trial,
+                "status": fit["status"],
+                "fit_seconds": fit.get("fit_seconds"),
+                "error": fit.get("error"),
+            }
+        )
     return trials
 
 
@@ -94,10 +102,9 @@ def pick_best(rows: list[dict]) -> dict | None:
     return max(scored, key=lambda r: (r["map"], r["ndcg_at_k"], r["trial_id"]))
 
 
-def main(index_dir: str, plan: str, k: int, keep_seen: bool, result: str) -> dict:
+def run(spark, index_dir: str, plan: str, k: int, keep_seen: bool, result: str) -> dict:
     from pyspark.sql import functions as F
 
-    spark = get_spark("music_recsys.evaluate")
     run_plan = read_json(plan)
     exclude_seen = not keep_seen
     train = spark.read.parquet(f"{index_dir}/train")
@@ -105,8 +112,11 @@ def main(index_dir: str, plan: str, k: int, keep_seen: bool, result: str) -> dic
     seen = train.groupBy(C.USER_IDX).agg(F.collect_list(C.ITEM_IDX).alias("seen"))
     truth = {}
     for split in C.EVAL_SPLITS:
-        relevant = spark.read.parquet(f"{index_dir}/{split}").groupBy(C.USER_IDX).agg(
-            F.collect_set(C.ITEM_IDX).alias("relevant"))
+        relevant = (
+            spark.read.parquet(f"{index_dir}/{split}")
+            .groupBy(C.USER_IDX)
+            .agg(F.collect_set(C.ITEM_IDX).alias("relevant"))
+        )
         truth[split] = relevant.join(seen, C.USER_IDX, "left").cache()
 
     popularity = np.zeros((n_items, 1), dtype=np.float32)
@@ -128,24 +138,48 @@ def main(index_dir: str, plan: str, k: int, keep_seen: bool, result: str) -> dic
         rows.append(row)
         return row
 
-    baseline = {"trial_id": C.POPULARITY_TRIAL_ID, "model": "popularity", "rank": None, "reg_param": None,
-                "alpha": None, "transform": "none", "status": "success", "fit_seconds": 0.0, "error": None}
+    baseline = {
+        "trial_id": C.POPULARITY_TRIAL_ID,
+        "model": "popularity",
+        "rank": None,
+        "reg_param": None,
+        "alpha": None,
+        "transform": "none",
+        "status": "success",
+        "fit_seconds": 0.0,
+        "error": None,
+    }
     trials = [{**t, "model": "als"} for t in load_trials(run_plan)]
     evaluate(baseline, "validation")
     for trial in trials:
         if trial["status"] == "success":
             evaluate(trial, "validation")
         else:
-            rows.append({**trial, **label, **dict.fromkeys(METRIC_NAMES), "split": "validation",
-                         "n_users": None, "n_cold_users": None, "eval_seconds": None})
+            rows.append(
+                {
+                    **trial,
+                    **label,
+                    **dict.fromkeys(METRIC_NAMES),
+                    "split": "validation",
+                    "n_users": None,
+                    "n_cold_users": None,
+                    "eval_seconds": None,
+                }
+            )
     best = pick_best(rows)
     # Test: the baseline, the best point, and the best point of each transform (the seed's §5 table).
     evaluate(baseline, "test")
     on_test = set()
     if best is not None:
         for transform in sorted({t["transform"] for t in trials}):
-            candidates = [r for r in rows if r["split"] == "validation" and r["model"] == "als"
-                          and r["status"] == "success" and r["transform"] == transform]
+            candidates = [
+                r
+                for r in rows
+                if r["split"] == "validation"
+                and r["model"] == "als"
+                and r["status"] == "success"
+                and r["transform"] == transform
+            ]
             if candidates:
                 on_test.add(max(candidates, key=lambda r: (r["map"], r["ndcg_at_k"], r["trial_id"]))["trial_id"])
         for trial in trials:
@@ -160,8 +194,17 @@ def main(index_dir: str, plan: str, k: int, keep_seen: bool, result: str) -> dic
         "rows": rows,
     }
     write_json(result, report)
-    spark.stop()
+    for frame in truth.values():
+        frame.unpersist()
     return report
+
+
+def main(**kwargs) -> dict:
+    spark = get_spark("music_recsys.evaluate")
+    try:
+        return run(spark, **kwargs)
+    finally:
+        spark.stop()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -169,8 +212,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--index-dir", required=True, help="the index stage's output directory")
     p.add_argument("--plan", required=True, help="the run's plan.json (trials and their result paths)")
     p.add_argument("--k", type=int, required=True, help="length of each recommendation list")
-    p.add_argument("--keep-seen", action="store_true",
-                   help="do not exclude items the user already played in train")
+    p.add_argument("--keep-seen", action="store_true", help="do not exclude items the user already played in train")
     p.add_argument("--result", required=True, help="path of the JSON result file")
     return p.parse_args(argv)
 

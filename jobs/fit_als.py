@@ -15,7 +15,7 @@ import numpy as np
 
 from music_recsys import constants as C
 from music_recsys.als import apply_transform, build_als
-from music_recsys.artifacts import write_json
+from music_recsys.artifacts import save_npy, write_json
 from music_recsys.spark import get_spark
 
 
@@ -27,7 +27,8 @@ def factors_matrix(rows: list, n: int, rank: int) -> np.ndarray:
     return matrix
 
 
-def main(
+def run(
+    spark,
     train: str,
     out_dir: str,
     trial_id: str,
@@ -43,9 +44,19 @@ def main(
 ) -> dict:
     from pyspark.sql import functions as F
 
-    params = {"trial_id": trial_id, "rank": rank, "reg_param": reg_param, "alpha": alpha,
-              "transform": transform, "drop_threshold": drop_threshold, "max_iter": max_iter, "seed": seed}
-    spark = get_spark(f"music_recsys.fit.{trial_id}", checkpoint_dir=checkpoint_dir)
+    params = {
+        "trial_id": trial_id,
+        "rank": rank,
+        "reg_param": reg_param,
+        "alpha": alpha,
+        "transform": transform,
+        "drop_threshold": drop_threshold,
+        "max_iter": max_iter,
+        "seed": seed,
+    }
+    # Without a checkpoint dir, ALS ignores checkpointInterval and lineage grows unbounded.
+    spark.sparkContext.setCheckpointDir(checkpoint_dir)
+    ratings = None
     try:
         indexed = spark.read.parquet(train)
         size = indexed.agg(F.max(C.USER_IDX).alias("u"), F.max(C.ITEM_IDX).alias("i")).first()
@@ -62,19 +73,43 @@ def main(
         fit_seconds = time.perf_counter() - started
         model.userFactors.write.mode("overwrite").parquet(f"{out_dir}/user_factors")
         model.itemFactors.write.mode("overwrite").parquet(f"{out_dir}/item_factors")
-        np.save(f"{out_dir}/item_factors.npy", factors_matrix(item_rows, n_items, rank))
-        report = {**params, "status": "success", "fit_seconds": fit_seconds, "n_ratings": n_ratings,
-                  "n_users": n_users, "n_items": n_items, "users_with_factors": users_with_factors,
-                  "items_with_factors": len(item_rows), "out_dir": out_dir}
+        save_npy(f"{out_dir}/item_factors.npy", factors_matrix(item_rows, n_items, rank))
+        report = {
+            **params,
+            "status": "success",
+            "fit_seconds": fit_seconds,
+            "n_ratings": n_ratings,
+            "n_users": n_users,
+            "n_items": n_items,
+            "users_with_factors": users_with_factors,
+            "items_with_factors": len(item_rows),
+            "out_dir": out_dir,
+        }
     except Exception as exc:
         # Record why this grid point failed so evaluation can label it; then fail the task.
-        write_json(result, {**params, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                            "traceback": traceback.format_exc()})
+        write_json(
+            result,
+            {
+                **params,
+                "status": "failed",
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(),
+            },
+        )
         raise
     finally:
-        spark.stop()
+        if ratings is not None:
+            ratings.unpersist()
     write_json(result, report)
     return report
+
+
+def main(**kwargs) -> dict:
+    spark = get_spark(f"music_recsys.fit.{kwargs['trial_id']}")
+    try:
+        return run(spark, **kwargs)
+    finally:
+        spark.stop()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -14,11 +14,10 @@ from music_recsys.artifacts import write_json
 from music_recsys.spark import get_spark
 
 
-def main(ingest_dir: str, out_dir: str, result: str) -> dict:
+def run(spark, ingest_dir: str, out_dir: str, result: str) -> dict:
     from pyspark.ml.feature import StringIndexer
     from pyspark.sql import functions as F
 
-    spark = get_spark("music_recsys.index")
     frames = {split: spark.read.parquet(f"{ingest_dir}/{split}") for split in C.SPLITS}
     # frequencyDesc breaks ties alphabetically, so the same train data gives the same indices.
     indexer = StringIndexer(
@@ -37,12 +36,23 @@ def main(ingest_dir: str, out_dir: str, result: str) -> dict:
         indexed.write.mode("overwrite").parquet(f"{out_dir}/{split}")
         rows_in = frame.count()
         rows_out = spark.read.parquet(f"{out_dir}/{split}").count()
-        report["splits"][split] = {"rows_in": rows_in, "rows_indexed": rows_out, "rows_skipped": rows_in - rows_out}
+        report["splits"][split] = {
+            "rows_in": rows_in,
+            "rows_indexed": rows_out,
+            "rows_skipped": rows_in - rows_out,
+        }
     report["n_users"] = len(indexer.labelsArray[0])
     report["n_items"] = len(indexer.labelsArray[1])
     write_json(result, report)
-    spark.stop()
     return report
+
+
+def main(**kwargs) -> dict:
+    spark = get_spark("music_recsys.index")
+    try:
+        return run(spark, **kwargs)
+    finally:
+        spark.stop()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -15,7 +15,8 @@ from music_recsys.interactions import clean
 from music_recsys.spark import get_spark
 
 
-def main(
+def run(
+    spark,
     train: str,
     validation: str,
     test: str,
@@ -27,7 +28,6 @@ def main(
 ) -> dict:
     from pyspark.sql import functions as F
 
-    spark = get_spark("music_recsys.ingest")
     report: dict = {"splits": {}, "sample_fraction": sample_fraction, "seed": seed}
     frames = {}
     for split, path in zip(C.SPLITS, (train, validation, test), strict=True):
@@ -64,11 +64,24 @@ def main(
             F.countDistinct(C.TRACK_ID).alias("tracks"),
             F.sum(C.COUNT).alias("plays"),
         ).first()
-        report["splits"][split].update({"rows_written": stats["rows"], "users": stats["users"],
-                                        "tracks": stats["tracks"], "plays": stats["plays"]})
+        report["splits"][split].update(
+            {
+                "rows_written": stats["rows"],
+                "users": stats["users"],
+                "tracks": stats["tracks"],
+                "plays": stats["plays"],
+            }
+        )
     write_json(result, report)
-    spark.stop()
     return report
+
+
+def main(**kwargs) -> dict:
+    spark = get_spark("music_recsys.ingest")
+    try:
+        return run(spark, **kwargs)
+    finally:
+        spark.stop()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -77,11 +90,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--validation", required=True, help="validation file")
     p.add_argument("--test", required=True, help="test file")
     p.add_argument("--out-dir", required=True, help="run-scoped output directory")
-    p.add_argument("--sample-fraction", type=float, required=True,
-                   help="share of non-hold-out train users to keep (hold-out users are always kept)")
+    p.add_argument(
+        "--sample-fraction",
+        type=float,
+        required=True,
+        help="share of non-hold-out train users to keep (hold-out users are always kept)",
+    )
     p.add_argument("--seed", type=int, required=True, help="seed of the user sample")
-    p.add_argument("--max-reject-fraction", type=float, required=True,
-                   help="fail when a split has a larger share of invalid rows")
+    p.add_argument(
+        "--max-reject-fraction",
+        type=float,
+        required=True,
+        help="fail when a split has a larger share of invalid rows",
+    )
     p.add_argument("--result", required=True, help="path of the JSON result file")
     return p.parse_args(argv)
 

@@ -24,6 +24,23 @@ def write_json(path: str | os.PathLike, payload: Any) -> Path:
     return target
 
 
+def save_npy(path: str | os.PathLike, array) -> Path:
+    """``numpy.save`` through a temp file + rename, so readers never load a partial matrix."""
+    import numpy as np
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".npy", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, array)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
 def read_json(path: str | os.PathLike) -> Any:
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)

@@ -166,9 +166,7 @@ class RunConfig:
         )
         (self.max_iter,) = _bounded_list("max_iter", [self.max_iter], int, 1, 100)
         (self.seed,) = _bounded_list("seed", [self.seed], int, 0, 2**31 - 1)
-        (self.max_reject_fraction,) = _bounded_list(
-            "max_reject_fraction", [self.max_reject_fraction], float, 0.0, 1.0
-        )
+        (self.max_reject_fraction,) = _bounded_list("max_reject_fraction", [self.max_reject_fraction], float, 0.0, 1.0)
         self.exclude_seen = bool(self.exclude_seen)
         self.annoy_trees = _bounded_list("annoy_trees", self.annoy_trees, int, 1, 1000)
         self.annoy_search_k = _bounded_list("annoy_search_k", self.annoy_search_k, int, -1, 10**8)

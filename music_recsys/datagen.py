@@ -91,7 +91,10 @@ class LatentModel:
     item_log_popularity: np.ndarray
 
     def scores(self, users: np.ndarray, popularity_exponent: float, temperature: float) -> np.ndarray:
-        return popularity_exponent * self.item_log_popularity + (self.user_factors[users] @ self.item_factors.T) / temperature
+        return (
+            popularity_exponent * self.item_log_popularity
+            + (self.user_factors[users] @ self.item_factors.T) / temperature
+        )
 
 
 def latent_model(cfg: GeneratorConfig, rng: np.random.Generator) -> LatentModel:
@@ -239,23 +242,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = GeneratorConfig()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output directory for train/validation/test files")
-    p.add_argument("--format", dest="fmt", choices=["parquet", "tsv", "csv"], default="parquet",
-                   help="parquet (the seed's schema), tsv (MSD train_triplets.txt) or csv with header")
+    p.add_argument(
+        "--format",
+        dest="fmt",
+        choices=["parquet", "tsv", "csv"],
+        default="parquet",
+        help="parquet (the seed's schema), tsv (MSD train_triplets.txt) or csv with header",
+    )
     p.add_argument("--users", type=int, default=defaults.users, help="number of users")
     p.add_argument("--items", type=int, default=defaults.items, help="number of tracks")
-    p.add_argument("--holdout-users", type=int, default=defaults.holdout_users,
-                   help="users whose histories are partly hidden (half validation, half test)")
-    p.add_argument("--holdout-train-fraction", type=float, default=defaults.holdout_train_fraction,
-                   help="share of a hold-out user's history kept in train")
-    p.add_argument("--mean-tracks", type=float, default=defaults.mean_tracks,
-                   help="mean distinct tracks per user (power-law tail)")
+    p.add_argument(
+        "--holdout-users",
+        type=int,
+        default=defaults.holdout_users,
+        help="users whose histories are partly hidden (half validation, half test)",
+    )
+    p.add_argument(
+        "--holdout-train-fraction",
+        type=float,
+        default=defaults.holdout_train_fraction,
+        help="share of a hold-out user's history kept in train",
+    )
+    p.add_argument(
+        "--mean-tracks",
+        type=float,
+        default=defaults.mean_tracks,
+        help="mean distinct tracks per user (power-law tail)",
+    )
     p.add_argument("--min-tracks", type=int, default=defaults.min_tracks, help="fewest tracks per user")
     p.add_argument("--factors", type=int, default=defaults.factors, help="latent dimensions of the truth")
     p.add_argument("--genres", type=int, default=defaults.genres, help="taste clusters")
-    p.add_argument("--popularity-exponent", type=float, default=defaults.popularity_exponent,
-                   help="weight of track popularity in what users play")
-    p.add_argument("--taste-temperature", type=float, default=defaults.taste_temperature,
-                   help="lower = stronger personal taste")
+    p.add_argument(
+        "--popularity-exponent",
+        type=float,
+        default=defaults.popularity_exponent,
+        help="weight of track popularity in what users play",
+    )
+    p.add_argument(
+        "--taste-temperature",
+        type=float,
+        default=defaults.taste_temperature,
+        help="lower = stronger personal taste",
+    )
     p.add_argument("--seed", type=int, default=defaults.seed, help="random seed (same seed, same data)")
     return p.parse_args(argv)
 
@@ -263,5 +291,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 if __name__ == "__main__":
     manifest = main(**vars(parse_args()))
     for name, stats in manifest["stats"].items():
-        print(f"{name:>10}: {stats['rows']:>9,} rows  {stats['users']:>7,} users  {stats['tracks']:>7,} tracks  "
-              f"-> {manifest['files'][name]}")
+        print(
+            f"{name:>10}: {stats['rows']:>9,} rows  {stats['users']:>7,} users  {stats['tracks']:>7,} tracks  "
+            f"-> {manifest['files'][name]}"
+        )

@@ -72,17 +72,21 @@ def print_summary(summary: dict, seconds: float) -> None:
     if bt:
         print(f"  test MAP {bt['map']:.4f}  (popularity {summary['popularity_test']['map']:.4f})")
     if op.get("found"):
-        print(f"Annoy at recall@{op['k']} >= {op['target_recall']}: {op['metric']} {op['n_trees']} trees "
-              f"search_k {op['search_k']}: recall {op['recall']:.3f}, p50 {op['p50_ms']:.3f} ms, "
-              f"{op['speedup_vs_exact']:.2f}x exact single-query ({op['exact_qps']:.0f} q/s)")
+        print(
+            f"Annoy at recall@{op['k']} >= {op['target_recall']}: {op['metric']} {op['n_trees']} trees "
+            f"search_k {op['search_k']}: recall {op['recall']:.3f}, p50 {op['p50_ms']:.3f} ms, "
+            f"{op['speedup_vs_exact']:.2f}x exact single-query ({op['exact_qps']:.0f} q/s)"
+        )
     else:
         print(f"Annoy: {op['message']}; exact single-query {op['exact_qps']:.0f} q/s")
     print(f"artifacts: {summary['run_dir']}")
     print(f"report:    {summary['report']}")
     for plot in summary["plots"]:
         print(f"plot:      {plot}")
-    print(f"results:   {summary['recorded']['store']} (tables als_trials, ann_trials; "
-          f"{summary['recorded']['als_trials']} + {summary['recorded']['ann_trials']} rows)")
+    print(
+        f"results:   {summary['recorded']['store']} (tables als_trials, ann_trials; "
+        f"{summary['recorded']['als_trials']} + {summary['recorded']['ann_trials']} rows)"
+    )
     print("=" * 72)
 
 
@@ -98,11 +102,23 @@ def main(users: int, items: int, run_only: bool = False) -> int:
     data = root / "msd_like"
     if not (data / "manifest.json").exists():
         print(f"generating an MSD-like data set ({users} users, {items} tracks) in {data}")
-        subprocess.run([sys.executable, "-m", "music_recsys.datagen", "--out", str(data), "--users", str(users),
-                        "--items", str(items)], check=True, env=env)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "music_recsys.datagen",
+                "--out",
+                str(data),
+                "--users",
+                str(users),
+                "--items",
+                str(items),
+            ],
+            check=True,
+            env=env,
+        )
     print(f"preparing Airflow's metadata DB in {env['AIRFLOW_HOME']}")
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, env=env, stdout=subprocess.DEVNULL)
     log_path = root / "demo.log"
     grid = 1
     for key in ("ranks", "reg_params", "alphas", "transforms"):
@@ -111,8 +127,12 @@ def main(users: int, items: int, run_only: bool = False) -> int:
     pointer.unlink(missing_ok=True)
     started = time.perf_counter()
     with open(log_path, "w") as log:
-        child = subprocess.run([sys.executable, "-m", "music_recsys.demo", "--run-only"], env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
+        child = subprocess.run(
+            [sys.executable, "-m", "music_recsys.demo", "--run-only"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     if child.returncode != 0 or not pointer.exists():
         print(f"the DAG run failed; the end of {log_path}:")
         print("".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-40:]))

@@ -86,9 +86,9 @@ def read_raw(spark: SparkSession, path: str) -> tuple[DataFrame, dict[str, Any]]
         df = lines.select(
             parts.getItem(0).alias(C.USER_ID),
             parts.getItem(1).alias(C.TRACK_ID),
-            F.when(n_fields == 3, parts.getItem(2)).otherwise(
-                F.concat(F.lit("fields:"), n_fields.cast("string"))
-            ).alias("count_raw"),
+            F.when(n_fields == 3, parts.getItem(2))
+            .otherwise(F.concat(F.lit("fields:"), n_fields.cast("string")))
+            .alias("count_raw"),
         )
         first = lines.limit(1).collect()
         if first and "\t" not in first[0]["value"]:
@@ -127,14 +127,17 @@ def validate(df: DataFrame) -> DataFrame:
     user = F.trim(F.col(C.USER_ID))
     track = F.trim(F.col(C.TRACK_ID))
     raw = F.trim(F.col("count_raw"))
-    is_int = raw.rlike(r"^[+]?[0-9]{1,18}$")
+    is_int = raw.rlike(r"^[+-]?[0-9]{1,18}$")
     count = F.when(is_int, raw.cast("long"))
     reason = (
         F.when(user.isNull() | (user == ""), F.lit("empty user_id"))
         .when(track.isNull() | (track == ""), F.lit("empty track_id"))
         .when(user.contains("\ufffd") | track.contains("\ufffd"), F.lit("id is not valid UTF-8"))
         .when(raw.isNull() | (raw == ""), F.lit("missing count"))
-        .when(raw.startswith("fields:"), F.concat(F.lit("expected 3 tab-separated fields, got "), F.substring(raw, 8, 10)))
+        .when(
+            raw.startswith("fields:"),
+            F.concat(F.lit("expected 3 tab-separated fields, got "), F.substring(raw, 8, 10)),
+        )
         .when(~is_int, F.lit("count is not an integer"))
         .when(count <= 0, F.lit("count must be >= 1"))
     )
@@ -153,7 +156,9 @@ def clean(spark: SparkSession, path: str) -> tuple[DataFrame, DataFrame, dict[st
 
     raw, info = read_raw(spark, path)
     checked = validate(raw).cache()
-    by_reason = {r[REJECT_REASON] or "ok": r["n"] for r in checked.groupBy(REJECT_REASON).agg(F.count("*").alias("n")).collect()}
+    by_reason = {
+        r[REJECT_REASON] or "ok": r["n"] for r in checked.groupBy(REJECT_REASON).agg(F.count("*").alias("n")).collect()
+    }
     rows_read = sum(by_reason.values())
     if rows_read == 0:
         raise ValueError(f"{path}: no data rows (only a header, or nothing at all)")

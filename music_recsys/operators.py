@@ -70,8 +70,9 @@ class SparkJobOperator(SparkSubmitOperator):
             BaseHook.get_connection(self._conn_id)
         except Exception:
             env_key = f"AIRFLOW_CONN_{self._conn_id.upper()}"
-            self.log.warning("connection %r not defined; running Spark locally (%s)", self._conn_id,
-                             LOCAL_SPARK_CONNECTION)
+            self.log.warning(
+                "connection %r not defined; running Spark locally (%s)", self._conn_id, LOCAL_SPARK_CONNECTION
+            )
             os.environ[env_key] = LOCAL_SPARK_CONNECTION
         if shutil.which("spark-submit") is None:
             # pyspark installs spark-submit next to this interpreter; the provider looks it up on PATH.

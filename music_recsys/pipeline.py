@@ -58,8 +58,9 @@ def fast_search(plan: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, A
     queries = query_vectors(layout, Path(trial["out_dir"]), config.annoy_max_queries, config.seed)
     ks = sorted({min(config.k, len(items)), min(C.SERVING_K, len(items))})
     layout.search_dir.mkdir(parents=True, exist_ok=True)
-    measurements = sweep(items, queries, ks, config.annoy_trees, config.annoy_search_k, config.seed,
-                         workdir=layout.search_dir)
+    measurements = sweep(
+        items, queries, ks, config.annoy_trees, config.annoy_search_k, config.seed, workdir=layout.search_dir
+    )
     rows = [{**asdict(m), "trial_id": best} for m in measurements]
     write_json(layout.search_dir / "ann_trials.json", rows)
     by_metric = {}
@@ -95,11 +96,19 @@ def record(plan: dict[str, Any], evaluation: dict[str, Any], search: dict[str, A
         n_ann = store.upsert_ann_trials(ann)
     finally:
         store.close()
-    return {"als_trials": n_als, "ann_trials": n_ann, "store": str(store.engine.url.render_as_string(hide_password=True))}
+    return {
+        "als_trials": n_als,
+        "ann_trials": n_ann,
+        "store": str(store.engine.url.render_as_string(hide_password=True)),
+    }
 
 
-def report(plan: dict[str, Any], evaluation: dict[str, Any], search: dict[str, Any],
-           recorded: dict[str, Any] | None = None) -> dict[str, Any]:
+def report(
+    plan: dict[str, Any],
+    evaluation: dict[str, Any],
+    search: dict[str, Any],
+    recorded: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Plots, a markdown report and ``summary.json`` in ``<run>/report``."""
     from music_recsys.report import write_report
 

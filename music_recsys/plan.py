@@ -18,39 +18,57 @@ def build_plan(config: RunConfig, run_id: str) -> dict[str, Any]:
     layout = RunLayout(run_dir(run_id))
     trials = []
     for spec in config.trials():
-        trials.append({
-            **spec.as_dict(),
-            "out_dir": str(layout.trial_dir(spec.trial_id)),
-            "result": str(layout.trial_result(spec.trial_id)),
-        })
+        trials.append(
+            {
+                **spec.as_dict(),
+                "out_dir": str(layout.trial_dir(spec.trial_id)),
+                "result": str(layout.trial_result(spec.trial_id)),
+            }
+        )
     fit_kwargs = [
         {
             "grid_point": t["trial_id"],
             "result_path": t["result"],
             "name": f"music_recsys.fit.{t['trial_id']}",
             "application_args": [
-                "--train", str(layout.index_dir / "train"),
-                "--out-dir", t["out_dir"],
-                "--trial-id", t["trial_id"],
-                "--rank", str(t["rank"]),
-                "--reg-param", repr(t["reg_param"]),
-                "--alpha", repr(t["alpha"]),
-                "--transform", t["transform"],
-                "--drop-threshold", str(config.drop_threshold),
-                "--max-iter", str(config.max_iter),
-                "--seed", str(config.seed),
-                "--checkpoint-dir", str(layout.checkpoint_dir / t["trial_id"]),
-                "--result", t["result"],
+                "--train",
+                str(layout.index_dir / "train"),
+                "--out-dir",
+                t["out_dir"],
+                "--trial-id",
+                t["trial_id"],
+                "--rank",
+                str(t["rank"]),
+                "--reg-param",
+                repr(t["reg_param"]),
+                "--alpha",
+                repr(t["alpha"]),
+                "--transform",
+                t["transform"],
+                "--drop-threshold",
+                str(config.drop_threshold),
+                "--max-iter",
+                str(config.max_iter),
+                "--seed",
+                str(config.seed),
+                "--checkpoint-dir",
+                str(layout.checkpoint_dir / t["trial_id"]),
+                "--result",
+                t["result"],
             ],
         }
         for t in trials
     ]
     plan_path = layout.root / "plan.json"
     evaluate_args = [
-        "--index-dir", str(layout.index_dir),
-        "--plan", str(plan_path),
-        "--k", str(config.k),
-        "--result", str(layout.stage_result("evaluate")),
+        "--index-dir",
+        str(layout.index_dir),
+        "--plan",
+        str(plan_path),
+        "--k",
+        str(config.k),
+        "--result",
+        str(layout.stage_result("evaluate")),
     ]
     if not config.exclude_seen:
         evaluate_args.append("--keep-seen")
@@ -60,20 +78,31 @@ def build_plan(config: RunConfig, run_id: str) -> dict[str, Any]:
         "plan_path": str(plan_path),
         "trials": trials,
         "ingest_args": [
-            "--train", config.train_path,
-            "--validation", config.validation_path,
-            "--test", config.test_path,
-            "--out-dir", str(layout.ingest_dir),
-            "--sample-fraction", repr(config.sample_fraction),
-            "--seed", str(config.seed),
-            "--max-reject-fraction", repr(config.max_reject_fraction),
-            "--result", str(layout.stage_result("ingest")),
+            "--train",
+            config.train_path,
+            "--validation",
+            config.validation_path,
+            "--test",
+            config.test_path,
+            "--out-dir",
+            str(layout.ingest_dir),
+            "--sample-fraction",
+            repr(config.sample_fraction),
+            "--seed",
+            str(config.seed),
+            "--max-reject-fraction",
+            repr(config.max_reject_fraction),
+            "--result",
+            str(layout.stage_result("ingest")),
         ],
         "ingest_result": str(layout.stage_result("ingest")),
         "index_args": [
-            "--ingest-dir", str(layout.ingest_dir),
-            "--out-dir", str(layout.index_dir),
-            "--result", str(layout.stage_result("index")),
+            "--ingest-dir",
+            str(layout.ingest_dir),
+            "--out-dir",
+            str(layout.index_dir),
+            "--result",
+            str(layout.stage_result("index")),
         ],
         "index_result": str(layout.stage_result("index")),
         "fit_kwargs": fit_kwargs,

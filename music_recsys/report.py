@@ -36,11 +36,18 @@ def grid_plot(rows: list[dict], k: int, path: Path) -> Path | None:
             ax = axes[row_i][col]
             for t_i, transform in enumerate(transforms):
                 for rank in sorted({r["rank"] for r in ok}):
-                    pts = sorted((r["alpha"], r[metric]) for r in ok
-                                 if r["reg_param"] == reg and r["rank"] == rank and r["transform"] == transform)
+                    pts = sorted(
+                        (r["alpha"], r[metric])
+                        for r in ok
+                        if r["reg_param"] == reg and r["rank"] == rank and r["transform"] == transform
+                    )
                     if pts:
-                        ax.plot(*zip(*pts, strict=True), styles[t_i % 4], marker="o",
-                                label=f"rank {rank}" + (f", {transform}" if len(transforms) > 1 else ""))
+                        ax.plot(
+                            *zip(*pts, strict=True),
+                            styles[t_i % 4],
+                            marker="o",
+                            label=f"rank {rank}" + (f", {transform}" if len(transforms) > 1 else ""),
+                        )
             if baseline:
                 ax.axhline(baseline[metric], color="grey", lw=1, label="popularity")
             ax.set_title(f"regParam = {reg:g}")
@@ -86,8 +93,12 @@ def search_plot(rows: list[dict], k: int, path: Path) -> Path | None:
     return path
 
 
-def write_report(plan: dict[str, Any], evaluation: dict[str, Any], search: dict[str, Any],
-                 recorded: dict[str, Any] | None = None) -> dict[str, Any]:
+def write_report(
+    plan: dict[str, Any],
+    evaluation: dict[str, Any],
+    search: dict[str, Any],
+    recorded: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     layout = RunLayout(plan["run_dir"])
     out = layout.report_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -105,35 +116,63 @@ def write_report(plan: dict[str, Any], evaluation: dict[str, Any], search: dict[
     pop_val, pop_test = find("popularity", "validation"), find("popularity", "test")
     op = search["operating_points"][str(max(int(x) for x in search["operating_points"]))]
 
-    lines = [f"# music-recsys run `{plan['run_id']}`", "",
-             f"Recommendations: top {k}, already-played items "
-             f"{'excluded' if evaluation['exclude_seen'] else 'kept'}. Best point rule: {evaluation['selection_rule']}.",
-             "", "## Best point and generalization", "",
-             "| model | split | MAP | MAP@k | precision@k | NDCG@k | recall@k | users |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# music-recsys run `{plan['run_id']}`",
+        "",
+        f"Recommendations: top {k}, already-played items "
+        f"{'excluded' if evaluation['exclude_seen'] else 'kept'}. Best point rule: {evaluation['selection_rule']}.",
+        "",
+        "## Best point and generalization",
+        "",
+        "| model | split | MAP | MAP@k | precision@k | NDCG@k | recall@k | users |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     test_rows = [r for r in rows if r["split"] == "test"]
-    for r in [r for r in rows if r["split"] == "validation" and r["trial_id"] in {x["trial_id"] for x in test_rows}] + test_rows:
-        lines.append(f"| {r['trial_id']} | {r['split']} | {_fmt(r['map'])} | {_fmt(r['map_at_k'])} | "
-                     f"{_fmt(r['precision_at_k'])} | {_fmt(r['ndcg_at_k'])} | {_fmt(r['recall_at_k'])} | {r['n_users']} |")
-    lines += ["", "## All trials (validation)", "",
-              "| trial | rank | regParam | alpha | transform | status | MAP | precision@k | NDCG@k | fit s |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in [
+        r for r in rows if r["split"] == "validation" and r["trial_id"] in {x["trial_id"] for x in test_rows}
+    ] + test_rows:
+        lines.append(
+            f"| {r['trial_id']} | {r['split']} | {_fmt(r['map'])} | {_fmt(r['map_at_k'])} | "
+            f"{_fmt(r['precision_at_k'])} | {_fmt(r['ndcg_at_k'])} | {_fmt(r['recall_at_k'])} | {r['n_users']} |"
+        )
+    lines += [
+        "",
+        "## All trials (validation)",
+        "",
+        "| trial | rank | regParam | alpha | transform | status | MAP | precision@k | NDCG@k | fit s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in sorted((r for r in rows if r["split"] == "validation"), key=lambda r: -(r["map"] or -1)):
-        lines.append(f"| {r['trial_id']} | {_fmt(r['rank'])} | {_fmt(r['reg_param'], 3)} | {_fmt(r['alpha'], 3)} | "
-                     f"{r['transform']} | {r['status']} | {_fmt(r['map'])} | {_fmt(r['precision_at_k'])} | "
-                     f"{_fmt(r['ndcg_at_k'])} | {_fmt(r['fit_seconds'], 1)} |")
-    lines += ["", "## Fast search", "", f"Best trial's item factors: {search['n_items']} items, "
-              f"{search['n_queries']} validation users as queries; recall against exact top-k by dot product.", ""]
+        lines.append(
+            f"| {r['trial_id']} | {_fmt(r['rank'])} | {_fmt(r['reg_param'], 3)} | {_fmt(r['alpha'], 3)} | "
+            f"{r['transform']} | {r['status']} | {_fmt(r['map'])} | {_fmt(r['precision_at_k'])} | "
+            f"{_fmt(r['ndcg_at_k'])} | {_fmt(r['fit_seconds'], 1)} |"
+        )
+    lines += [
+        "",
+        "## Fast search",
+        "",
+        f"Best trial's item factors: {search['n_items']} items, "
+        f"{search['n_queries']} validation users as queries; recall against exact top-k by dot product.",
+        "",
+    ]
     for kk, point in sorted(search["operating_points"].items(), key=lambda x: int(x[0])):
         if point["found"]:
-            lines.append(f"- k={kk}: fastest Annoy at recall >= {point['target_recall']}: {point['metric']}, "
-                         f"{point['n_trees']} trees, search_k {point['search_k']} — recall {point['recall']:.3f}, "
-                         f"{point['qps']:.0f} q/s, {point['speedup_vs_exact']:.2f}x the single-query exact search "
-                         f"({point['exact_qps']:.0f} q/s; batched exact {point['exact_batched_qps']:.0f} q/s)")
+            lines.append(
+                f"- k={kk}: fastest Annoy at recall >= {point['target_recall']}: {point['metric']}, "
+                f"{point['n_trees']} trees, search_k {point['search_k']} — recall {point['recall']:.3f}, "
+                f"{point['qps']:.0f} q/s, {point['speedup_vs_exact']:.2f}x the single-query exact search "
+                f"({point['exact_qps']:.0f} q/s; batched exact {point['exact_batched_qps']:.0f} q/s)"
+            )
         else:
-            lines.append(f"- k={kk}: {point['message']} (best recall {_fmt(point['best_recall'], 3)}); exact "
-                         f"{point['exact_qps']:.0f} q/s single, {point['exact_batched_qps']:.0f} q/s batched")
-    lines.append(f"- Better Annoy metric on these factors: {search['better_metric']} "
-                 f"(max recall {search['max_recall_by_metric']})")
+            lines.append(
+                f"- k={kk}: {point['message']} (best recall {_fmt(point['best_recall'], 3)}); exact "
+                f"{point['exact_qps']:.0f} q/s single, {point['exact_batched_qps']:.0f} q/s batched"
+            )
+    lines.append(
+        f"- Better Annoy metric on these factors: {search['better_metric']} "
+        f"(max recall {search['max_recall_by_metric']})"
+    )
     lines += ["", "## Figures", ""]
     for png in (grid_png, search_png):
         if png:

@@ -88,7 +88,7 @@ def to_sqlalchemy_url(uri: str) -> str:
     """Airflow connection URIs say ``postgres://``; SQLAlchemy wants a driver name."""
     for prefix in ("postgres://", "postgresql://"):
         if uri.startswith(prefix):
-            return "postgresql+psycopg2://" + uri[len(prefix):]
+            return "postgresql+psycopg2://" + uri[len(prefix) :]
     return uri
 
 

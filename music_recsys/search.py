@@ -45,8 +45,15 @@ def augment_query(query: np.ndarray) -> np.ndarray:
 class AnnoySearcher:
     """A seeded Annoy index over item factors, saved to disk and reloaded with mmap."""
 
-    def __init__(self, item_vectors: np.ndarray, metric: str, n_trees: int, seed: int, path: str | os.PathLike,
-                 n_jobs: int = -1):
+    def __init__(
+        self,
+        item_vectors: np.ndarray,
+        metric: str,
+        n_trees: int,
+        seed: int,
+        path: str | os.PathLike,
+        n_jobs: int = 1,
+    ):
         from annoy import AnnoyIndex
 
         if metric not in ANNOY_METRICS:
@@ -60,6 +67,8 @@ class AnnoySearcher:
         index.set_seed(seed)  # before add_item, so the same data gives the same trees
         for i, vector in enumerate(vectors):
             index.add_item(i, vector)
+        # Annoy's threaded build (n_jobs != 1) ignores the seed's order: seen here, two builds with
+        # seed 9 and n_jobs=-1 differed. n_jobs=1 keeps builds reproducible; pass -1 for speed.
         index.build(n_trees, n_jobs=n_jobs)
         index.save(str(path))
         self.build_seconds = time.perf_counter() - started
@@ -103,9 +112,12 @@ class SearchMeasurement:
 
 def _latency_stats(latencies_s: np.ndarray) -> dict[str, float]:
     ms = latencies_s * 1000.0
-    return {"qps": float(len(ms) / latencies_s.sum()) if latencies_s.sum() > 0 else float("inf"),
-            "mean_ms": float(ms.mean()), "p50_ms": float(np.percentile(ms, 50)),
-            "p99_ms": float(np.percentile(ms, 99))}
+    return {
+        "qps": float(len(ms) / latencies_s.sum()) if latencies_s.sum() > 0 else float("inf"),
+        "mean_ms": float(ms.mean()),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+    }
 
 
 def meaningful_search_k(values: Iterable[int], n_trees: int, n_items: int) -> list[int]:
@@ -150,16 +162,39 @@ def sweep(
             exact.append(exact_top_k_single(item_vectors, q, k))
             latencies[i] = time.perf_counter() - started
         truth[k] = exact
-        out.append(SearchMeasurement("exact", 0, 0, k, 1.0, **_latency_stats(latencies), build_seconds=0.0,
-                                     index_bytes=item_vectors.nbytes, n_items=n_items, n_queries=n_queries))
+        out.append(
+            SearchMeasurement(
+                "exact",
+                0,
+                0,
+                k,
+                1.0,
+                **_latency_stats(latencies),
+                build_seconds=0.0,
+                index_bytes=item_vectors.nbytes,
+                n_items=n_items,
+                n_queries=n_queries,
+            )
+        )
         started = time.perf_counter()
-        batched = top_k(queries, item_vectors, k, block_size=256)
+        batched = top_k(queries, item_vectors, k)
         elapsed = time.perf_counter() - started
         batched_recall = float(np.mean([recall(b, e) for b, e in zip(batched, exact, strict=True)]))
         per_query = np.full(n_queries, elapsed / n_queries)
-        out.append(SearchMeasurement("exact_batched", 0, 0, k, batched_recall, **_latency_stats(per_query),
-                                     build_seconds=0.0, index_bytes=item_vectors.nbytes, n_items=n_items,
-                                     n_queries=n_queries))
+        out.append(
+            SearchMeasurement(
+                "exact_batched",
+                0,
+                0,
+                k,
+                batched_recall,
+                **_latency_stats(per_query),
+                build_seconds=0.0,
+                index_bytes=item_vectors.nbytes,
+                n_items=n_items,
+                n_queries=n_queries,
+            )
+        )
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         for metric in metrics:
             for n_trees in sorted(set(trees)):
@@ -173,11 +208,20 @@ def sweep(
                             found = searcher.query(q, k, search_k)
                             latencies[i] = time.perf_counter() - started
                             recalls[i] = recall(found, truth[k][i])
-                        out.append(SearchMeasurement(metric, n_trees, search_k, k, float(recalls.mean()),
-                                                     **_latency_stats(latencies),
-                                                     build_seconds=searcher.build_seconds,
-                                                     index_bytes=searcher.index_bytes, n_items=n_items,
-                                                     n_queries=n_queries))
+                        out.append(
+                            SearchMeasurement(
+                                metric,
+                                n_trees,
+                                search_k,
+                                k,
+                                float(recalls.mean()),
+                                **_latency_stats(latencies),
+                                build_seconds=searcher.build_seconds,
+                                index_bytes=searcher.index_bytes,
+                                n_items=n_items,
+                                n_queries=n_queries,
+                            )
+                        )
                 searcher.close()
     return out
 
@@ -186,13 +230,25 @@ def operating_point(measurements: list[SearchMeasurement], k: int, target_recall
     """The fastest Annoy configuration reaching ``target_recall`` at k, with its speedup over exact."""
     exact = next(m for m in measurements if m.metric == "exact" and m.k == k)
     reaching = [m for m in measurements if m.metric in ANNOY_METRICS and m.k == k and m.recall >= target_recall]
-    summary = {"k": k, "target_recall": target_recall, "exact_qps": exact.qps,
-               "exact_batched_qps": next(m.qps for m in measurements if m.metric == "exact_batched" and m.k == k)}
+    summary = {
+        "k": k,
+        "target_recall": target_recall,
+        "exact_qps": exact.qps,
+        "exact_batched_qps": next(m.qps for m in measurements if m.metric == "exact_batched" and m.k == k),
+    }
     if not reaching:
-        best = max((m for m in measurements if m.metric in ANNOY_METRICS and m.k == k), key=lambda m: m.recall,
-                   default=None)
-        summary.update({"found": False, "message": f"no Annoy configuration reaches recall@{k} >= {target_recall}",
-                        "best_recall": best.recall if best else None})
+        best = max(
+            (m for m in measurements if m.metric in ANNOY_METRICS and m.k == k),
+            key=lambda m: m.recall,
+            default=None,
+        )
+        summary.update(
+            {
+                "found": False,
+                "message": f"no Annoy configuration reaches recall@{k} >= {target_recall}",
+                "best_recall": best.recall if best else None,
+            }
+        )
         return summary
     fastest = max(reaching, key=lambda m: m.qps)
     summary.update({"found": True, **asdict(fastest), "speedup_vs_exact": fastest.qps / exact.qps})

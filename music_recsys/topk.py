@@ -16,7 +16,7 @@ def top_k(
     item_vectors: np.ndarray,
     k: int,
     exclude: Sequence[np.ndarray | Sequence[int]] | None = None,
-    block_size: int = 1024,
+    block_size: int | None = None,
 ) -> list[np.ndarray]:
     """Indices of the k highest-scoring items per user, best first.
 
@@ -30,6 +30,9 @@ def top_k(
     n_users, n_items = user_vectors.shape[0], item_vectors.shape[0]
     if exclude is not None and len(exclude) != n_users:
         raise ValueError(f"exclude has {len(exclude)} rows for {n_users} users")
+    if block_size is None:
+        # Keep a block's score matrix near 16 MB: past that, argpartition is memory-bound.
+        block_size = max(1, min(1024, 4_000_000 // max(n_items, 1)))
     item_t = np.ascontiguousarray(item_vectors.T)
     out: list[np.ndarray] = []
     for start in range(0, n_users, block_size):
@@ -45,10 +48,12 @@ def top_k(
         else:
             cand = np.broadcast_to(np.arange(n_items), scores.shape)
         cand_scores = np.take_along_axis(scores, cand, axis=1)
-        # lexsort: primary key descending score, secondary ascending item index.
-        for row in range(scores.shape[0]):
-            order = np.lexsort((cand[row], -cand_scores[row]))
-            ranked = cand[row][order]
-            keep = np.isfinite(cand_scores[row][order])
-            out.append(ranked[keep])
+        # One vectorised lexsort per block: score descending, then item index ascending.
+        order = np.lexsort((cand, -cand_scores), axis=1)
+        ranked = np.take_along_axis(cand, order, axis=1)
+        finite = np.isfinite(np.take_along_axis(cand_scores, order, axis=1))
+        if finite.all():
+            out.extend(ranked)
+        else:
+            out.extend(row[keep] for row, keep in zip(ranked, finite, strict=True))
     return out
