@@ -26,6 +26,7 @@ demo: setup
 	$(BIN)/python -m music_recsys.demo
 
 test: setup
+	$(BIN)/ruff check .
 	$(BIN)/pytest
 
 test-fast: setup
