@@ -74,7 +74,8 @@ def print_summary(summary: dict, seconds: float) -> None:
     if op.get("found"):
         print(
             f"Annoy at recall@{op['k']} >= {op['target_recall']}: {op['metric']} {op['n_trees']} trees "
-            f"search_k {op['search_k']}: recall {op['recall']:.3f}, p50 {op['p50_ms']:.3f} ms, "
+            f"search_k {op['search_k']} ({op['candidates']} candidates): recall {op['recall']:.3f}, "
+            f"p50 {op['p50_ms']:.3f} ms, "
             f"{op['speedup_vs_exact']:.2f}x exact single-query ({op['exact_qps']:.0f} q/s)"
         )
     else:

@@ -29,7 +29,6 @@ def default_spark_conf() -> dict[str, str]:
         "spark.pyspark.python": python,
         "spark.pyspark.driver.python": python,
         "spark.sql.shuffle.partitions": partitions,
-        "spark.default.parallelism": partitions,
         # A UI per concurrent client-mode driver exhausts ports past 16 drivers on one host.
         "spark.ui.enabled": os.environ.get("RECSYS_SPARK_UI", "false"),
         "spark.ui.showConsoleProgress": "false",

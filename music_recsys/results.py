@@ -56,6 +56,7 @@ ann_trials = sa.Table(
     sa.Column("n_trees", sa.Integer, primary_key=True),
     sa.Column("search_k", sa.Integer, primary_key=True),
     sa.Column("k", sa.Integer, primary_key=True),
+    sa.Column("candidates", sa.Integer, primary_key=True, comment="asked of the index; > k: re-ranked exactly"),
     sa.Column("recall", sa.Float),
     sa.Column("qps", sa.Float),
     sa.Column("mean_ms", sa.Float),
@@ -111,6 +112,20 @@ class ResultsStore:
         self.backoff_seconds = backoff_seconds
         self._insert = _dialect_insert(self.engine)
         self._with_retry(lambda conn: metadata.create_all(conn))
+        self._check_schema()
+
+    def _check_schema(self) -> None:
+        """Tables made by an older version may lack columns; say which instead of failing mid-insert."""
+        inspector = sa.inspect(self.engine)
+        for table in (als_trials, ann_trials):
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            missing = sorted({c.name for c in table.columns} - present)
+            if missing:
+                raise RuntimeError(
+                    f"results store {self.engine.url.render_as_string(hide_password=True)}: table {table.name} "
+                    f"lacks columns {missing} (made by an older music-recsys). Rename or drop the table; "
+                    f"it is recreated on the next write."
+                )
 
     def _with_retry(self, work) -> Any:
         for attempt in range(1, self.retries + 1):

@@ -99,6 +99,7 @@ class SearchMeasurement:
     n_trees: int
     search_k: int
     k: int
+    candidates: int  # items asked of the index; > k means the candidates were re-ranked exactly
     recall: float
     qps: float
     mean_ms: float
@@ -112,8 +113,9 @@ class SearchMeasurement:
 
 def _latency_stats(latencies_s: np.ndarray) -> dict[str, float]:
     ms = latencies_s * 1000.0
+    total = latencies_s.sum()
     return {
-        "qps": float(len(ms) / latencies_s.sum()) if latencies_s.sum() > 0 else float("inf"),
+        "qps": float(len(ms) / total) if total > 0 else float("inf"),
         "mean_ms": float(ms.mean()),
         "p50_ms": float(np.percentile(ms, 50)),
         "p99_ms": float(np.percentile(ms, 99)),
@@ -137,6 +139,12 @@ def meaningful_search_k(values: Iterable[int], n_trees: int, n_items: int) -> li
     return kept
 
 
+def rerank(item_vectors: np.ndarray, query: np.ndarray, candidates: list[int], k: int) -> np.ndarray:
+    """Exact re-ranking of approximate candidates by inner product."""
+    ids = np.asarray(candidates, dtype=np.int64)
+    return ids[np.argsort(-(item_vectors[ids] @ query), kind="stable")[:k]]
+
+
 def sweep(
     item_vectors: np.ndarray,
     queries: np.ndarray,
@@ -146,46 +154,57 @@ def sweep(
     seed: int,
     workdir: str | os.PathLike | None = None,
     metrics: Iterable[str] = ANNOY_METRICS,
+    rerank_factors: Iterable[int] = (1, 4),
 ) -> list[SearchMeasurement]:
-    """Measure exact baselines and every Annoy (metric, n_trees, search_k) at every k."""
+    """Measure exact baselines and every Annoy (metric, n_trees, search_k, re-rank) at every k.
+
+    A re-rank factor f > 1 asks Annoy for f * k candidates and keeps the exact top k of those.
+    """
     item_vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     n_items, n_queries = len(item_vectors), len(queries)
     ks = sorted({min(k, n_items) for k in ks})
     out: list[SearchMeasurement] = []
-    truth: dict[int, list[np.ndarray]] = {}
-    for k in ks:
-        latencies = np.empty(n_queries)
-        exact = []
+
+    def measure(metric, n_trees, search_k, k, candidates, search_fn, truth, build_seconds, index_bytes):
+        latencies, recalls = np.empty(n_queries), np.empty(n_queries)
         for i, q in enumerate(queries):
             started = time.perf_counter()
-            exact.append(exact_top_k_single(item_vectors, q, k))
+            found = search_fn(q)
             latencies[i] = time.perf_counter() - started
-        truth[k] = exact
+            recalls[i] = recall(found, truth[i]) if truth is not None else 1.0
         out.append(
             SearchMeasurement(
-                "exact",
-                0,
-                0,
+                metric,
+                n_trees,
+                search_k,
                 k,
-                1.0,
+                candidates,
+                float(recalls.mean()),
                 **_latency_stats(latencies),
-                build_seconds=0.0,
-                index_bytes=item_vectors.nbytes,
+                build_seconds=build_seconds,
+                index_bytes=index_bytes,
                 n_items=n_items,
                 n_queries=n_queries,
             )
         )
+
+    truth: dict[int, list[np.ndarray]] = {}
+    for k in ks:
+        truth[k] = [exact_top_k_single(item_vectors, q, k) for q in queries]
+        measure(
+            "exact", 0, 0, k, k, lambda q, k=k: exact_top_k_single(item_vectors, q, k), None, 0.0, item_vectors.nbytes
+        )
         started = time.perf_counter()
         batched = top_k(queries, item_vectors, k)
-        elapsed = time.perf_counter() - started
-        batched_recall = float(np.mean([recall(b, e) for b, e in zip(batched, exact, strict=True)]))
-        per_query = np.full(n_queries, elapsed / n_queries)
+        per_query = np.full(n_queries, (time.perf_counter() - started) / n_queries)
+        batched_recall = float(np.mean([recall(b, e) for b, e in zip(batched, truth[k], strict=True)]))
         out.append(
             SearchMeasurement(
                 "exact_batched",
                 0,
                 0,
+                k,
                 k,
                 batched_recall,
                 **_latency_stats(per_query),
@@ -201,35 +220,38 @@ def sweep(
                 searcher = AnnoySearcher(item_vectors, metric, n_trees, seed, Path(tmp) / f"{metric}_{n_trees}.ann")
                 for search_k in meaningful_search_k(search_ks, n_trees, n_items):
                     for k in ks:
-                        latencies = np.empty(n_queries)
-                        recalls = np.empty(n_queries)
-                        for i, q in enumerate(queries):
-                            started = time.perf_counter()
-                            found = searcher.query(q, k, search_k)
-                            latencies[i] = time.perf_counter() - started
-                            recalls[i] = recall(found, truth[k][i])
-                        out.append(
-                            SearchMeasurement(
+                        for factor in sorted(set(rerank_factors)):
+                            n_cand = min(k * factor, n_items)
+                            if factor > 1 and n_cand == k:
+                                continue  # the catalogue is too small for re-ranking to differ
+                            if factor == 1:
+                                fn = lambda q, k=k, sk=search_k, s=searcher: s.query(q, k, sk)  # noqa: E731
+                            else:
+                                fn = lambda q, k=k, sk=search_k, c=n_cand, s=searcher: rerank(  # noqa: E731
+                                    item_vectors, q, s.query(q, c, sk), k
+                                )
+                            measure(
                                 metric,
                                 n_trees,
                                 search_k,
                                 k,
-                                float(recalls.mean()),
-                                **_latency_stats(latencies),
-                                build_seconds=searcher.build_seconds,
-                                index_bytes=searcher.index_bytes,
-                                n_items=n_items,
-                                n_queries=n_queries,
+                                n_cand,
+                                fn,
+                                truth[k],
+                                searcher.build_seconds,
+                                searcher.index_bytes,
                             )
-                        )
                 searcher.close()
     return out
 
 
-def operating_point(measurements: list[SearchMeasurement], k: int, target_recall: float) -> dict:
+def operating_point(
+    measurements: list[SearchMeasurement], k: int, target_recall: float, metrics: Iterable[str] = ANNOY_METRICS
+) -> dict:
     """The fastest Annoy configuration reaching ``target_recall`` at k, with its speedup over exact."""
+    metrics = tuple(metrics)
     exact = next(m for m in measurements if m.metric == "exact" and m.k == k)
-    reaching = [m for m in measurements if m.metric in ANNOY_METRICS and m.k == k and m.recall >= target_recall]
+    reaching = [m for m in measurements if m.metric in metrics and m.k == k and m.recall >= target_recall]
     summary = {
         "k": k,
         "target_recall": target_recall,
@@ -238,7 +260,7 @@ def operating_point(measurements: list[SearchMeasurement], k: int, target_recall
     }
     if not reaching:
         best = max(
-            (m for m in measurements if m.metric in ANNOY_METRICS and m.k == k),
+            (m for m in measurements if m.metric in metrics and m.k == k),
             key=lambda m: m.recall,
             default=None,
         )

@@ -14,7 +14,6 @@ if TYPE_CHECKING:
 # The DAG passes the same settings to spark-submit (music_recsys.operators).
 LOCAL_DEFAULTS = {
     "spark.sql.shuffle.partitions": os.environ.get("RECSYS_SHUFFLE_PARTITIONS", "8"),
-    "spark.default.parallelism": os.environ.get("RECSYS_SHUFFLE_PARTITIONS", "8"),
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.execution.arrow.pyspark.enabled": "true",

@@ -64,6 +64,7 @@ def _ann_row(**over):
         "n_trees": 10,
         "search_k": 1000,
         "k": 50,
+        "candidates": 50,
         "recall": 0.8,
         "qps": 900.0,
         "p50_ms": 1.0,
@@ -81,7 +82,7 @@ def _exercise(store: ResultsStore):
     assert ALS_COLUMNS <= set(rows[0])
     validation = next(r for r in rows if r["split"] == "validation")
     assert validation["map"] == pytest.approx(0.2)
-    store.upsert_ann_trials([_ann_row(), _ann_row(k=500, recall=0.5)])
+    store.upsert_ann_trials([_ann_row(), _ann_row(k=500, candidates=500, recall=0.5)])
     store.upsert_ann_trials([_ann_row(recall=0.85)])
     ann = store.fetch("ann_trials", "r1")
     assert ANN_COLUMNS <= set(ann[0])
@@ -103,6 +104,16 @@ def test_postgres_store(postgres_url):
     store.upsert_als_trials([_als_row(trial_id="x'); DROP TABLE als_trials; --")])
     assert len(store.fetch("als_trials", "r1")) == 3
     store.close()
+
+
+def test_old_schema_is_reported_not_half_written(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE ann_trials (run_id TEXT, metric TEXT, n_trees INT, search_k INT, k INT)")
+    with pytest.raises(RuntimeError, match=r"table ann_trials lacks columns \['build_seconds', 'candidates'"):
+        ResultsStore(f"sqlite:///{path}")
 
 
 def test_airflow_uri_becomes_sqlalchemy_url():

@@ -109,8 +109,18 @@ def test_sweep_rows_and_operating_point(catalogue, tmp_path):
     metrics = {r.metric for r in rows}
     assert metrics == {"exact", "exact_batched", "dot", "angular_ip"}
     assert len([r for r in rows if r.metric == "exact"]) == 2
-    # 2 metrics x 2 trees x (search_k kept) x 2 ks: 5000 >= 1*300 and >= 4*300, so both values stay.
-    assert len([r for r in rows if r.metric in ("dot", "angular_ip")]) == 2 * 2 * 2 * 2
+    # 2 metrics x 2 trees x 2 search_k (5000 >= 1*300 and >= 4*300: both kept) x 2 ks x 2 re-rank factors.
+    assert len([r for r in rows if r.metric in ("dot", "angular_ip")]) == 2 * 2 * 2 * 2 * 2
+    reranked = [r for r in rows if r.candidates > r.k]
+    assert {r.candidates for r in reranked} == {40, 200}
+    # Re-ranking more candidates never loses recall against the plain query with the same index settings.
+    for r in reranked:
+        plain = next(
+            x
+            for x in rows
+            if (x.metric, x.n_trees, x.search_k, x.k, x.candidates) == (r.metric, r.n_trees, r.search_k, r.k, r.k)
+        )
+        assert r.recall >= plain.recall - 1e-9
     assert all(r.recall == 1.0 for r in rows if r.metric == "exact_batched")
     exhaustive = [r for r in rows if r.metric == "angular_ip" and r.search_k == 5000]
     assert all(r.recall == pytest.approx(1.0) for r in exhaustive)
