@@ -23,17 +23,25 @@ LOCAL_SPARK_CONNECTION = json.dumps({"conn_type": "spark", "host": "local[*]"})
 
 
 def default_spark_conf() -> dict[str, str]:
-    python = os.environ.get("RECSYS_SPARK_PYTHON", sys.executable)
+    """Job defaults; every value can be changed through the environment of the Airflow worker."""
     partitions = os.environ.get("RECSYS_SHUFFLE_PARTITIONS", "8")
-    return {
-        "spark.pyspark.python": python,
-        "spark.pyspark.driver.python": python,
+    conf = {
+        # The driver runs here (client mode); executors may run elsewhere with their own Python.
+        "spark.pyspark.driver.python": sys.executable,
+        "spark.pyspark.python": os.environ.get("RECSYS_SPARK_PYTHON", sys.executable),
         "spark.sql.shuffle.partitions": partitions,
         # A UI per concurrent client-mode driver exhausts ports past 16 drivers on one host.
         "spark.ui.enabled": os.environ.get("RECSYS_SPARK_UI", "false"),
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
     }
+    if os.environ.get("RECSYS_SPARK_DRIVER_HOST"):
+        conf["spark.driver.host"] = os.environ["RECSYS_SPARK_DRIVER_HOST"]
+    if os.environ.get("RECSYS_SPARK_EVENT_LOG_DIR"):
+        # For the Spark history server.
+        conf["spark.eventLog.enabled"] = "true"
+        conf["spark.eventLog.dir"] = os.environ["RECSYS_SPARK_EVENT_LOG_DIR"]
+    return conf
 
 
 class SparkJobOperator(SparkSubmitOperator):
