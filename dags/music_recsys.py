@@ -19,12 +19,16 @@ from datetime import timedelta
 from pathlib import Path
 
 import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
 
 from music_recsys import constants as C
 from music_recsys.operators import SparkJobOperator
 
 JOBS_DIR = Path(os.environ.get("RECSYS_JOBS_DIR", Path(__file__).resolve().parents[1] / "jobs"))
+# A producer that lands a new play-count drop emits this asset; the DAG then runs with its defaults
+# (or the conf of the producing event). Ingest emits the second one when a run has read its inputs.
+PLAY_COUNT_DROP = Asset(name="play_counts_drop", uri="recsys://play-counts/drop")
+INGESTED_PLAY_COUNTS = Asset(name="ingested_play_counts", uri="recsys://play-counts/ingested")
 MAX_PARALLEL_FITS = int(os.environ.get("RECSYS_MAX_PARALLEL_FITS", "1"))
 SPARK_TIMEOUT = timedelta(hours=float(os.environ.get("RECSYS_SPARK_TIMEOUT_HOURS", "2")))
 
@@ -137,7 +141,8 @@ PARAMS = {
 
 @dag(
     dag_id="music_recsys",
-    schedule="@weekly",
+    # Weekly retraining, or as soon as a new data drop lands.
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"), assets=[PLAY_COUNT_DROP]),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=2,
@@ -153,11 +158,16 @@ PARAMS = {
 def music_recsys():
     @task(multiple_outputs=True)
     def prepare() -> dict:
-        """Validate params (paths under the allowed roots, bounds, enums); write config and plan."""
+        """Render date templates in paths, validate params (allowed roots, bounds, enums), plan the run.
+
+        Paths may hold Jinja templates ({{ ds }}, {{ ds_nodash }}, ...), so each backfill date reads
+        its own partition."""
         from music_recsys.pipeline import prepare as prepare_run
 
         context = get_current_context()
-        return prepare_run(context["params"], context["run_id"])
+        return prepare_run(
+            context["params"], context["run_id"], render=lambda text: context["task"].render_template(text, context)
+        )
 
     @task
     def grid_points(plan: dict) -> list[dict]:
@@ -175,6 +185,7 @@ def music_recsys():
         name="music_recsys.ingest",
         application_args=plan["ingest_args"],
         result_path=plan["ingest_result"],
+        outlets=[INGESTED_PLAY_COUNTS],
         doc_md="Read and validate train/validation/test, downsample non-hold-out users, write parquet.",
         **spark_defaults,
     )

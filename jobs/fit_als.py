@@ -41,6 +41,7 @@ def run(
     seed: int,
     checkpoint_dir: str,
     result: str,
+    num_blocks: int = 0,
 ) -> dict:
     from pyspark.sql import functions as F
 
@@ -66,7 +67,9 @@ def run(
         if n_ratings == 0:
             raise ValueError(f"transform {transform!r} with drop_threshold={drop_threshold} leaves no training rows")
         started = time.perf_counter()
-        model = build_als(rank, reg_param, alpha, max_iter, seed).fit(ratings)
+        # 0 = one block per core Spark gives us (local: the machine's cores; cluster: executor cores).
+        blocks = num_blocks or spark.sparkContext.defaultParallelism
+        model = build_als(rank, reg_param, alpha, max_iter, seed, blocks).fit(ratings)
         # Factors are computed lazily; materialise them inside the timed section.
         users_with_factors = model.userFactors.count()
         item_rows = model.itemFactors.collect()
@@ -83,6 +86,7 @@ def run(
             "n_items": n_items,
             "users_with_factors": users_with_factors,
             "items_with_factors": len(item_rows),
+            "num_blocks": blocks,
             "out_dir": out_dir,
         }
     except Exception as exc:
@@ -125,6 +129,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-iter", type=int, required=True, help="ALS iterations")
     p.add_argument("--seed", type=int, required=True, help="ALS seed")
     p.add_argument("--checkpoint-dir", required=True, help="Spark checkpoint directory")
+    p.add_argument(
+        "--num-blocks",
+        type=int,
+        default=0,
+        help="ALS user and item blocks; 0 = Spark's default parallelism (one per core)",
+    )
     p.add_argument("--result", required=True, help="path of the JSON result file")
     return p.parse_args(argv)
 

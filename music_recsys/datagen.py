@@ -127,6 +127,34 @@ def user_activity(cfg: GeneratorConfig, rng: np.random.Generator) -> np.ndarray:
     return np.minimum(cfg.min_tracks + np.floor(extra), cap).astype(np.int64)
 
 
+def assign_splits(
+    user_of_row: np.ndarray, n_users: int, holdout_users: int, holdout_train_fraction: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Split code per row (0 train, 1 validation, 2 test) with the seed's shape.
+
+    ``holdout_users`` random users are split between validation and test; each keeps a random
+    ``holdout_train_fraction`` of its rows in train (at least one) and hides the rest (at least one).
+    """
+    if not 2 <= holdout_users <= n_users:
+        raise ValueError(f"holdout_users={holdout_users} must be between 2 and the number of users ({n_users})")
+    holdout = rng.choice(n_users, size=holdout_users, replace=False)
+    split_of_user = np.zeros(n_users, dtype=np.int8)  # 0 = train only
+    split_of_user[holdout[: holdout_users // 2]] = 1  # validation users
+    split_of_user[holdout[holdout_users // 2 :]] = 2  # test users
+    hidden = (split_of_user[user_of_row] > 0) & (rng.random(len(user_of_row)) >= holdout_train_fraction)
+    order = np.argsort(user_of_row, kind="stable")
+    bounds = np.searchsorted(user_of_row[order], np.arange(n_users + 1))
+    for u in holdout:
+        rows = order[bounds[u] : bounds[u + 1]]
+        if len(rows) < 2:
+            raise ValueError(f"hold-out user {u} has {len(rows)} rows; hold-out users need at least 2")
+        if hidden[rows].all():
+            hidden[rows[0]] = False
+        if not hidden[rows].any():
+            hidden[rows[-1]] = True
+    return np.where(hidden, split_of_user[user_of_row], 0)
+
+
 def generate(cfg: GeneratorConfig) -> tuple[dict[str, dict[str, np.ndarray]], LatentModel]:
     """Return {split: {user_id, count, track_id}} and the latent model behind it."""
     cfg.validate()
@@ -155,20 +183,7 @@ def generate(cfg: GeneratorConfig) -> tuple[dict[str, dict[str, np.ndarray]], La
     items = np.concatenate(item_rows)
     counts = np.concatenate(count_rows)
 
-    holdout = rng.choice(cfg.users, size=cfg.holdout_users, replace=False)
-    split_of_user = np.zeros(cfg.users, dtype=np.int8)  # 0 = train only
-    split_of_user[holdout[: cfg.holdout_users // 2]] = 1  # validation users
-    split_of_user[holdout[cfg.holdout_users // 2 :]] = 2  # test users
-    # Hold-out users keep a random part of their history in train; the rest is what to predict.
-    hidden = (split_of_user[users] > 0) & (rng.random(len(users)) >= cfg.holdout_train_fraction)
-    # Every hold-out user keeps at least one train row and hides at least one row.
-    for u in holdout:
-        rows = np.flatnonzero(users == u)
-        if hidden[rows].all():
-            hidden[rows[0]] = False
-        if not hidden[rows].any():
-            hidden[rows[-1]] = True
-    split = np.where(hidden, split_of_user[users], 0)
+    split = assign_splits(users, cfg.users, cfg.holdout_users, cfg.holdout_train_fraction, rng)
 
     user_ids = _hex_ids(rng, cfg.users, 20)
     track_ids = _track_ids(rng, cfg.items)

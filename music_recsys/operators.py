@@ -34,6 +34,8 @@ def default_spark_conf() -> dict[str, str]:
         "spark.ui.enabled": os.environ.get("RECSYS_SPARK_UI", "false"),
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # Keep task logs readable: Spark's INFO lines drown the job's own output.
+        "spark.log.level": os.environ.get("RECSYS_SPARK_LOG_LEVEL", "WARN"),
     }
     if os.environ.get("RECSYS_SPARK_DRIVER_HOST"):
         conf["spark.driver.host"] = os.environ["RECSYS_SPARK_DRIVER_HOST"]

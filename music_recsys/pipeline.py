@@ -5,6 +5,7 @@ The DAG module only wires these together; tests call them directly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,17 @@ from music_recsys.artifacts import RunLayout, read_json, write_json
 from music_recsys.config import RunConfig
 from music_recsys.plan import write_plan
 
+PATH_PARAMS = ("train_path", "validation_path", "test_path")
 
-def prepare(params: dict[str, Any], run_id: str) -> dict[str, Any]:
-    """Validate the params (paths, bounds, enums) and write the run's config and plan."""
-    config = RunConfig.from_params(dict(params))
+
+def prepare(params: dict[str, Any], run_id: str, render: Callable[[str], str] | None = None) -> dict[str, Any]:
+    """Render templated paths, validate the params (paths, bounds, enums), write config and plan."""
+    values = dict(params)
+    if render is not None:
+        for name in PATH_PARAMS:
+            if isinstance(values.get(name), str) and "{" in values[name]:
+                values[name] = render(values[name])
+    config = RunConfig.from_params(values)
     plan = write_plan(config, run_id)
     plan["n_trials"] = len(plan["trials"])
     return plan
