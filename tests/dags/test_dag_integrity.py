@@ -38,6 +38,15 @@ def dag(dagbag):
     return dagbag.dags["music_recsys"]
 
 
+def test_dag_files_do_not_shadow_the_package():
+    """Airflow puts dags/ on sys.path: a dags/music_recsys.py would hide the music_recsys package."""
+    import music_recsys
+
+    names = {p.stem for p in (REPO / "dags").glob("*.py")}
+    assert music_recsys.__name__ not in names
+    assert Path(music_recsys.__file__).parent == REPO / "music_recsys"
+
+
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
     assert "music_recsys" in dagbag.dag_ids

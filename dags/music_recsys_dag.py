@@ -29,6 +29,7 @@ JOBS_DIR = Path(os.environ.get("RECSYS_JOBS_DIR", Path(__file__).resolve().paren
 # (or the conf of the producing event). Ingest emits the second one when a run has read its inputs.
 PLAY_COUNT_DROP = Asset(name="play_counts_drop", uri="recsys://play-counts/drop")
 INGESTED_PLAY_COUNTS = Asset(name="ingested_play_counts", uri="recsys://play-counts/ingested")
+SCHEDULE_CRON = os.environ.get("RECSYS_SCHEDULE_CRON", "0 3 * * 1")
 MAX_PARALLEL_FITS = int(os.environ.get("RECSYS_MAX_PARALLEL_FITS", "1"))
 SPARK_TIMEOUT = timedelta(hours=float(os.environ.get("RECSYS_SPARK_TIMEOUT_HOURS", "2")))
 
@@ -141,8 +142,12 @@ PARAMS = {
 
 @dag(
     dag_id="music_recsys",
-    # Weekly retraining, or as soon as a new data drop lands.
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"), assets=[PLAY_COUNT_DROP]),
+    # Weekly retraining (RECSYS_SCHEDULE_CRON; empty = data drops only), or as soon as a new data drop lands.
+    schedule=(
+        AssetOrTimeSchedule(timetable=CronTriggerTimetable(SCHEDULE_CRON, timezone="UTC"), assets=[PLAY_COUNT_DROP])
+        if SCHEDULE_CRON
+        else [PLAY_COUNT_DROP]
+    ),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=2,
