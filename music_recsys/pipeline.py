@@ -54,7 +54,7 @@ def query_vectors(layout: RunLayout, trial_dir: Path, max_queries: int, seed: in
 
 def fast_search(plan: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
     """Annoy vs exact search on the best trial's factors; rows saved for ``record``."""
-    from music_recsys.search import ANNOY_METRICS, operating_point, sweep
+    from music_recsys.search import ANNOY_METRICS, frontier, operating_point, sweep
 
     config = RunConfig(**read_json(Path(plan["run_dir"]) / "config.json"))
     layout = RunLayout(plan["run_dir"])
@@ -69,7 +69,18 @@ def fast_search(plan: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, A
     measurements = sweep(
         items, queries, ks, config.annoy_trees, config.annoy_search_k, config.seed, workdir=layout.search_dir
     )
-    rows = [{**asdict(m), "trial_id": best} for m in measurements]
+    points = {k: operating_point(measurements, k, config.annoy_target_recall) for k in ks}
+
+    def is_operating_point(m) -> bool:
+        p = points[m.k]
+        return bool(p["found"]) and (m.metric, m.n_trees, m.search_k, m.candidates) == (
+            p["metric"],
+            p["n_trees"],
+            p["search_k"],
+            p["candidates"],
+        )
+
+    rows = [{**asdict(m), "trial_id": best, "is_operating_point": is_operating_point(m)} for m in measurements]
     write_json(layout.search_dir / "ann_trials.json", rows)
     # Which metric serves better: the faster one at the target recall, else the one reaching higher recall.
     per_metric = {m: operating_point(measurements, ks[-1], config.annoy_target_recall, [m]) for m in ANNOY_METRICS}
@@ -79,7 +90,8 @@ def fast_search(plan: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, A
         "trial_id": best,
         "n_items": int(len(items)),
         "n_queries": int(len(queries)),
-        "operating_points": {str(k): operating_point(measurements, k, config.annoy_target_recall) for k in ks},
+        "operating_points": {str(k): p for k, p in points.items()},
+        "frontier": {str(k): frontier(measurements, k) for k in ks},
         "max_recall_by_metric": max_recall,
         "qps_at_target_by_metric": {m: p.get("qps") for m, p in per_metric.items()},
         "better_metric": better,

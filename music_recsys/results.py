@@ -67,6 +67,7 @@ ann_trials = sa.Table(
     sa.Column("n_items", sa.Integer),
     sa.Column("n_queries", sa.Integer),
     sa.Column("trial_id", sa.String(250)),
+    sa.Column("is_operating_point", sa.Boolean, comment="fastest configuration reaching the target recall at k"),
     sa.Column("recorded_at", sa.DateTime(timezone=True)),
 )
 

@@ -275,3 +275,26 @@ def operating_point(
     fastest = max(reaching, key=lambda m: m.qps)
     summary.update({"found": True, **asdict(fastest), "speedup_vs_exact": fastest.qps / exact.qps})
     return summary
+
+
+def frontier(measurements: list[SearchMeasurement], k: int) -> list[dict]:
+    """Annoy configurations at k that no other one beats on both recall and speed (best recall first)."""
+    candidates = sorted(
+        (m for m in measurements if m.metric in ANNOY_METRICS and m.k == k), key=lambda m: (-m.recall, -m.qps)
+    )
+    kept, best_qps = [], 0.0
+    for m in candidates:
+        if m.qps > best_qps:
+            kept.append(
+                {
+                    "metric": m.metric,
+                    "n_trees": m.n_trees,
+                    "search_k": m.search_k,
+                    "candidates": m.candidates,
+                    "recall": m.recall,
+                    "qps": m.qps,
+                    "p99_ms": m.p99_ms,
+                }
+            )
+            best_qps = m.qps
+    return kept

@@ -92,6 +92,8 @@ def test_dag_end_to_end_records_trials_in_postgres(airflow_db, tiny_data, postgr
     assert {r["k"] for r in ann} == {50}
     for row in ann:
         assert 0.0 <= row["recall"] <= 1.0 and row["qps"] > 0 and row["p99_ms"] >= row["p50_ms"]
+    operating = [r for r in ann if r["is_operating_point"]]
+    assert len(operating) <= 1 and all(r["recall"] >= 0.9 for r in operating)
     exhaustive = [r for r in ann if r["metric"] == "angular_ip" and r["search_k"] == 100000]
     assert exhaustive and all(r["recall"] > 0.99 for r in exhaustive)
 

@@ -34,7 +34,7 @@ def _free_port() -> int:
 
 
 def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as response:
+    with urllib.request.urlopen(url, timeout=30) as response:
         return json.load(response)
 
 
@@ -131,7 +131,10 @@ def test_trigger_form_runs_a_small_grid(airflow_server):
 
         deadline = time.monotonic() + 600
         while True:
-            runs = _get(f"{airflow_server}/api/v2/dags/music_recsys/dagRuns")["dag_runs"]
+            try:
+                runs = _get(f"{airflow_server}/api/v2/dags/music_recsys/dagRuns")["dag_runs"]
+            except OSError:  # a busy api-server (the run's Spark jobs share two cores) may answer late
+                runs = []
             if runs and runs[0]["state"] in ("success", "failed"):
                 break
             assert time.monotonic() < deadline, f"run not finished in 10 minutes: {runs}"

@@ -10,6 +10,7 @@ from music_recsys.search import (
     augment_for_angular,
     augment_query,
     exact_top_k_single,
+    frontier,
     meaningful_search_k,
     operating_point,
     recall,
@@ -128,5 +129,8 @@ def test_sweep_rows_and_operating_point(catalogue, tmp_path):
     point = operating_point(rows, 10, 0.9)
     assert point["found"] and point["recall"] >= 0.9
     assert point["speedup_vs_exact"] == pytest.approx(point["qps"] / point["exact_qps"])
+    front = frontier(rows, 10)
+    assert front[0]["recall"] == max(r.recall for r in rows if r.metric in ("dot", "angular_ip") and r.k == 10)
+    assert all(a["recall"] >= b["recall"] and a["qps"] < b["qps"] for a, b in zip(front, front[1:], strict=False))
     impossible = operating_point([r for r in rows if r.search_k != 5000], 50, 1.01)
     assert impossible["found"] is False and "no Annoy configuration" in impossible["message"]
