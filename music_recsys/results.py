@@ -116,17 +116,23 @@ class ResultsStore:
         self._check_schema()
 
     def _check_schema(self) -> None:
-        """Tables made by an older version may lack columns; say which instead of failing mid-insert."""
+        """Bring tables made by an older version up to date: add missing plain columns; a missing key
+        column cannot be added in place, so say which instead of failing mid-insert."""
         inspector = sa.inspect(self.engine)
         for table in (als_trials, ann_trials):
             present = {c["name"] for c in inspector.get_columns(table.name)}
-            missing = sorted({c.name for c in table.columns} - present)
-            if missing:
+            missing = [c for c in table.columns if c.name not in present]
+            keys = sorted(c.name for c in missing if c.primary_key)
+            if keys:
                 raise RuntimeError(
                     f"results store {self.engine.url.render_as_string(hide_password=True)}: table {table.name} "
-                    f"lacks columns {missing} (made by an older music-recsys). Rename or drop the table; "
+                    f"lacks key columns {keys} (made by an older music-recsys). Rename or drop the table; "
                     f"it is recreated on the next write."
                 )
+            for column in missing:
+                # Names and types come from the table definitions above, never from input.
+                ddl = f"ALTER TABLE {table.name} ADD COLUMN {column.name} {column.type.compile(self.engine.dialect)}"
+                self._with_retry(lambda conn, ddl=ddl: conn.execute(sa.text(ddl)))
 
     def _with_retry(self, work) -> Any:
         for attempt in range(1, self.retries + 1):

@@ -106,14 +106,24 @@ def test_postgres_store(postgres_url):
     store.close()
 
 
-def test_old_schema_is_reported_not_half_written(tmp_path):
+def test_old_schemas_are_upgraded_or_reported(tmp_path):
     import sqlite3
 
     path = tmp_path / "old.sqlite"
     with sqlite3.connect(path) as db:
         db.execute("CREATE TABLE ann_trials (run_id TEXT, metric TEXT, n_trees INT, search_k INT, k INT)")
-    with pytest.raises(RuntimeError, match=r"table ann_trials lacks columns \['build_seconds', 'candidates'"):
+    with pytest.raises(RuntimeError, match=r"table ann_trials lacks key columns \['candidates'\]"):
         ResultsStore(f"sqlite:///{path}")
+
+    path = tmp_path / "older.sqlite"
+    store = ResultsStore(f"sqlite:///{path}")
+    store.close()
+    with sqlite3.connect(path) as db:
+        db.execute("ALTER TABLE als_trials DROP COLUMN is_best")
+    store = ResultsStore(f"sqlite:///{path}")  # adds the plain column back
+    store.upsert_als_trials([_als_row(is_best=True)])
+    assert store.fetch("als_trials", "r1")[0]["is_best"] is True
+    store.close()
 
 
 def test_airflow_uri_becomes_sqlalchemy_url():
