@@ -73,3 +73,24 @@ def postgres_url():
         )
         cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
     admin.close()
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """Airflow's SQLite metadata DB in the session's AIRFLOW_HOME (dag.test needs one)."""
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """A function returning a TCP port free on 127.0.0.1 right now."""
+    import socket
+
+    def pick() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    return pick

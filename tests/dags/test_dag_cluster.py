@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,19 +20,13 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.e2e, pytest.mark.spark, pytest.mark.slow]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _master_state(ui_port: int) -> dict:
     with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=5) as response:
         return json.load(response)
 
 
 @pytest.fixture(scope="module")
-def standalone_cluster(tmp_path_factory):
+def standalone_cluster(tmp_path_factory, free_port):
     spark_class = str(Path(sys.executable).parent / "spark-class")
     work = tmp_path_factory.mktemp("spark-cluster")
     env = {
@@ -42,7 +35,7 @@ def standalone_cluster(tmp_path_factory):
         "SPARK_WORKER_DIR": str(work / "worker"),
         "SPARK_LOG_DIR": str(work / "logs"),
     }
-    port, ui_port, worker_ui = _free_port(), _free_port(), _free_port()
+    port, ui_port, worker_ui = free_port(), free_port(), free_port()
     master = subprocess.Popen(
         [
             spark_class,
@@ -96,11 +89,6 @@ def standalone_cluster(tmp_path_factory):
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
-
-
-@pytest.fixture(scope="module")
-def airflow_db():
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
 
 
 def test_dag_runs_on_a_standalone_cluster(standalone_cluster, airflow_db, data_root, monkeypatch):

@@ -7,8 +7,6 @@ the others are still evaluated and recorded, and that the failure is recorded wi
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,11 +18,6 @@ from music_recsys.results import ResultsStore
 REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.e2e, pytest.mark.spark, pytest.mark.postgres, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def airflow_db():
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -45,11 +43,6 @@ def _kill_fit_once(trial_id: str, killed: list, stop: threading.Event) -> None:
                 killed.extend(p.pid for p in victims)
                 return
         time.sleep(0.2)
-
-
-@pytest.fixture(scope="module")
-def airflow_db():
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
 
 
 def test_killed_fit_is_retried_and_rerecording_is_idempotent(airflow_db, data_root, postgres_url, monkeypatch):

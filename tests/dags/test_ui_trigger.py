@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,25 +26,19 @@ GRID = {"ranks": [4], "reg_params": [0.1], "alphas": [5.0], "annoy_trees": [2], 
 NUMBERS = {"k": "20", "max_iter": "3"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=30) as response:
         return json.load(response)
 
 
 @pytest.fixture(scope="module")
-def airflow_server(tmp_path_factory, data_root):
+def airflow_server(tmp_path_factory, data_root, free_port):
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
             raise RuntimeError("chromium is not installed (.ci/run installs Debian's chromium)")
         pytest.skip("Debian's chromium is not installed")
     home = tmp_path_factory.mktemp("airflow-ui")
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(home),

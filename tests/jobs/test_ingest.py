@@ -135,8 +135,7 @@ def test_ingest_samples_users_but_keeps_every_holdout_user(spark, tmp_path):
     validation = _write_split(tmp_path / "validation.txt", [(f"user{u}", "T9", 2) for u in range(0, 40, 2)])
     test = _write_split(tmp_path / "test.txt", [(f"user{u}", "T8", 1) for u in range(1, 40, 2)])
     out = tmp_path / "out"
-    report = ingest.run(
-        spark,
+    args = dict(
         train=train,
         validation=validation,
         test=test,
@@ -146,6 +145,7 @@ def test_ingest_samples_users_but_keeps_every_holdout_user(spark, tmp_path):
         max_reject_fraction=0.0,
         result=str(out / "r.json"),
     )
+    report = ingest.run(spark, **args)
     kept_users = {r[C.USER_ID] for r in spark.read.parquet(str(out / "train")).select(C.USER_ID).distinct().collect()}
     holdout = {f"user{u}" for u in range(40)}
     assert holdout <= kept_users
@@ -154,17 +154,7 @@ def test_ingest_samples_users_but_keeps_every_holdout_user(spark, tmp_path):
     assert report["holdout_users"] == 40 and report["train_users_before_sample"] == 400
     assert report["splits"]["train"]["users"] == len(kept_users)
     assert read_json(out / "r.json") == report
-    again = ingest.run(
-        spark,
-        train=train,
-        validation=validation,
-        test=test,
-        out_dir=str(out),
-        sample_fraction=0.25,
-        seed=3,
-        max_reject_fraction=0.0,
-        result=str(out / "r.json"),
-    )
+    again = ingest.run(spark, **args)  # a rerun overwrites the run-scoped output: same rows
     assert again["splits"]["train"]["rows_written"] == report["splits"]["train"]["rows_written"]
 
 
