@@ -155,17 +155,18 @@ def assign_splits(
     return np.where(hidden, split_of_user[user_of_row], 0)
 
 
-def generate(cfg: GeneratorConfig) -> tuple[dict[str, dict[str, np.ndarray]], LatentModel]:
-    """Return {split: {user_id, count, track_id}} and the latent model behind it."""
-    cfg.validate()
-    rng = np.random.default_rng(cfg.seed)
-    model = latent_model(cfg, rng)
-    n_tracks = user_activity(cfg, rng)
+# Above this many (user, track) pairs, scoring every track for every user is too slow (10M rows:
+# 250K users x 200K tracks); candidates are drawn by popularity first and chosen among by taste.
+EXACT_SAMPLING_LIMIT = 500_000_000
+
+
+def _choose_exact(cfg: GeneratorConfig, model: LatentModel, n_tracks: np.ndarray, rng: np.random.Generator):
+    """Each user's tracks by Gumbel-top-n over the whole catalogue: sampling without replacement
+    proportional to popularity^exponent * exp(taste / temperature)."""
     user_rows, item_rows, count_rows = [], [], []
     block = max(1, 2_000_000 // cfg.items)
     for start in range(0, cfg.users, block):
         users = np.arange(start, min(cfg.users, start + block))
-        # Gumbel-top-n: sampling without replacement proportional to exp(score).
         perturbed = model.scores(users, cfg.popularity_exponent, cfg.taste_temperature)
         perturbed += rng.gumbel(size=perturbed.shape)
         width = int(n_tracks[users].max())
@@ -179,9 +180,57 @@ def generate(cfg: GeneratorConfig) -> tuple[dict[str, dict[str, np.ndarray]], La
             user_rows.append(np.full(n, u))
             item_rows.append(top[row, :n])
             count_rows.append(counts)
-    users = np.concatenate(user_rows)
-    items = np.concatenate(item_rows)
-    counts = np.concatenate(count_rows)
+    return np.concatenate(user_rows), np.concatenate(item_rows), np.concatenate(count_rows)
+
+
+def _choose_by_candidates(
+    cfg: GeneratorConfig, model: LatentModel, n_tracks: np.ndarray, rng: np.random.Generator, oversample: int = 16
+):
+    """The large-scale sampler: per user, ``oversample * n`` candidates drawn by popularity^exponent,
+    then the n best by taste / temperature + Gumbel noise (distinct tracks, best first)."""
+    popularity = np.exp(cfg.popularity_exponent * (model.item_log_popularity - model.item_log_popularity.max()))
+    cdf = np.cumsum(popularity / popularity.sum())
+    cdf[-1] = 1.0
+    user_rows, item_rows, count_rows = [], [], []
+    block = max(1, 4_000_000 // (oversample * int(n_tracks.mean()) + 1))
+    for start in range(0, cfg.users, block):
+        users = np.arange(start, min(cfg.users, start + block))
+        n = n_tracks[users]
+        m = np.minimum(oversample * n, cfg.items)
+        owner = np.repeat(users, m)
+        cand = np.minimum(np.searchsorted(cdf, rng.random(int(m.sum()))), cfg.items - 1)
+        score = np.einsum("ij,ij->i", model.user_factors[owner], model.item_factors[cand]) / cfg.taste_temperature
+        score += rng.gumbel(size=len(cand))
+        order = np.lexsort((-score, owner))  # by user, best first
+        owner, cand = owner[order], cand[order]
+        # Keep each (user, track) once, at its best score, then the first n of each user.
+        _, first = np.unique(owner.astype(np.int64) * cfg.items + cand, return_index=True)
+        keep = np.zeros(len(cand), dtype=bool)
+        keep[first] = True
+        owner, cand = owner[keep], cand[keep]
+        starts = np.searchsorted(owner, users)
+        position = np.arange(len(owner)) - np.repeat(starts, np.diff(np.append(starts, len(owner))))
+        chosen = position < n[owner - start]
+        owner, cand, position = owner[chosen], cand[chosen], position[chosen]
+        counts = sample_counts(rng, len(owner))
+        # The most-wanted tracks get the most plays: counts sorted high to low within each user.
+        counts = counts[np.lexsort((-counts, owner))]
+        user_rows.append(owner)
+        item_rows.append(cand)
+        count_rows.append(counts)
+    return np.concatenate(user_rows), np.concatenate(item_rows), np.concatenate(count_rows)
+
+
+def generate(cfg: GeneratorConfig) -> tuple[dict[str, dict[str, np.ndarray]], LatentModel]:
+    """Return {split: {user_id, count, track_id}} and the latent model behind it."""
+    cfg.validate()
+    rng = np.random.default_rng(cfg.seed)
+    model = latent_model(cfg, rng)
+    n_tracks = user_activity(cfg, rng)
+    if cfg.users * cfg.items <= EXACT_SAMPLING_LIMIT:
+        users, items, counts = _choose_exact(cfg, model, n_tracks, rng)
+    else:
+        users, items, counts = _choose_by_candidates(cfg, model, n_tracks, rng)
 
     split = assign_splits(users, cfg.users, cfg.holdout_users, cfg.holdout_train_fraction, rng)
 

@@ -24,10 +24,18 @@ def test_counts_match_the_seed_statistics():
     assert 500 < stats["max"] <= 9667
 
 
-@pytest.fixture(scope="module")
-def small():
+@pytest.fixture(scope="module", params=["exact", "candidates"])
+def small(request):
+    """The same config through both samplers: exact for small catalogues, candidates for large ones."""
+    import music_recsys.datagen as datagen
+
     cfg = GeneratorConfig(users=1500, items=800, holdout_users=200, seed=7)
-    splits, model = generate(cfg)
+    limit = datagen.EXACT_SAMPLING_LIMIT
+    datagen.EXACT_SAMPLING_LIMIT = limit if request.param == "exact" else 0
+    try:
+        splits, model = generate(cfg)
+    finally:
+        datagen.EXACT_SAMPLING_LIMIT = limit
     return cfg, splits, model
 
 

@@ -1,0 +1,127 @@
+"""Benchmark: the DAG's stages at growing data sizes; seconds and cost per interaction per stage.
+
+Generates MSD-like data at each size (users scale, tracks grow more slowly), runs DAG music_recsys
+with one grid point (rank 20, regParam 0.1, alpha 10, transform none) and reads each task's wall
+time from the metadata DB; appends a table to bench/RESULTS.md.
+
+    .venv/bin/python bench/scaling.py --sizes 100000 1000000 10000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from music_recsys.demo import airflow_env  # noqa: E402
+
+STAGES = ("ingest", "index", "fit", "evaluate", "fast_search")
+
+
+def shape_for(interactions: int) -> dict:
+    """Users and tracks for a target number of train interactions (~40 tracks per user)."""
+    users = max(1000, interactions // 40)
+    items = int(min(400_000, max(2000, 20 * users**0.75)))
+    return {"users": users, "items": items, "holdout_users": max(100, users // 50), "mean_tracks": 40.0}
+
+
+def task_seconds(dag_id: str, run_id: str) -> dict[str, float]:
+    from airflow.models import TaskInstance
+    from airflow.utils.session import create_session
+
+    totals: dict[str, float] = {}
+    with create_session() as session:
+        for ti in session.query(TaskInstance).filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id):
+            if ti.start_date and ti.end_date:
+                totals[ti.task_id] = totals.get(ti.task_id, 0.0) + (ti.end_date - ti.start_date).total_seconds()
+    return totals
+
+
+def main(sizes: list[int], write: bool) -> None:
+    env = airflow_env()
+    os.environ.update(env)
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, env=env, stdout=subprocess.DEVNULL)
+    from music_recsys.artifacts import read_json
+    from music_recsys.config import run_dir
+    from music_recsys.demo import run_dag
+
+    root = Path(env["RECSYS_DATA_ROOT"])
+    lines = []
+    for size in sizes:
+        shape = shape_for(size)
+        folder = f"scale_{size}"
+        if not (root / folder / "manifest.json").exists():
+            started = time.perf_counter()
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "music_recsys.datagen",
+                    "--out",
+                    str(root / folder),
+                    "--users",
+                    str(shape["users"]),
+                    "--items",
+                    str(shape["items"]),
+                    "--holdout-users",
+                    str(shape["holdout_users"]),
+                    "--mean-tracks",
+                    str(shape["mean_tracks"]),
+                ],
+                check=True,
+                env=env,
+            )
+            print(f"generated {folder} in {time.perf_counter() - started:.0f} s", flush=True)
+        conf = {
+            "train_path": f"{folder}/train.parquet",
+            "validation_path": f"{folder}/validation.parquet",
+            "test_path": f"{folder}/test.parquet",
+            "ranks": [20],
+            "reg_params": [0.1],
+            "alphas": [10.0],
+            "transforms": ["none"],
+            "k": 500,
+            "annoy_trees": [10],
+            "annoy_search_k": [10000],
+            "annoy_max_queries": 500,
+        }
+        started = time.perf_counter()
+        summary = run_dag(conf)
+        total = time.perf_counter() - started
+        seconds = task_seconds("music_recsys", summary["run_id"])
+        rows = read_json(run_dir(summary["run_id"]) / "results" / "ingest.json")["splits"]["train"]["rows_written"]
+        fit = read_json(next((run_dir(summary["run_id"]) / "results" / "fit").glob("*.json")))
+        per = " | ".join(f"{seconds.get(s, 0):.0f} ({seconds.get(s, 0) / rows * 1e6:.1f})" for s in STAGES)
+        line = (
+            f"| {rows:,} | {shape['users']:,} × {shape['items']:,} | {per} | {fit['fit_seconds']:.1f} | "
+            f"{total:.0f} | {summary['best_validation']['map']:.4f} |"
+        )
+        print(line, flush=True)
+        lines.append(line)
+    if write:
+        with (REPO / "bench" / "RESULTS.md").open("a") as fh:
+            fh.write(
+                f"\n### Scaling: DAG stages by data size — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
+                f"{platform.machine()}, {os.cpu_count()} cpus, Spark local[*]; one grid point (rank 20, "
+                "regParam 0.1, alpha 10, 10 iterations), k = 500. Each stage: task wall seconds (µs per train "
+                "interaction), spark-submit start included.\n\n"
+                "| train rows | users × tracks | " + " | ".join(STAGES) + " | ALS fit s (inside fit) | "
+                "DAG s | val MAP |\n|---|---|" + "---|" * (len(STAGES) + 3) + "\n" + "\n".join(lines) + "\n"
+            )
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000], help="target train interactions"
+    )
+    p.add_argument("--no-write", dest="write", action="store_false", help="do not append to bench/RESULTS.md")
+    main(**vars(p.parse_args()))
