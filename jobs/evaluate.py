@@ -95,8 +95,16 @@ def load_trials(plan: dict) -> list[dict]:
     return trials
 
 
-def pick_best(rows: list[dict]) -> dict | None:
-    scored = [r for r in rows if r["split"] == "validation" and r["model"] == "als" and r["status"] == "success"]
+def pick_best(rows: list[dict], transform: str | None = None) -> dict | None:
+    """The selection rule (SELECTION_RULE) over successful ALS validation rows, optionally of one transform."""
+    scored = [
+        r
+        for r in rows
+        if r["split"] == "validation"
+        and r["model"] == "als"
+        and r["status"] == "success"
+        and transform in (None, r["transform"])
+    ]
     if not scored:
         return None
     return max(scored, key=lambda r: (r["map"], r["ndcg_at_k"], r["trial_id"]))
@@ -172,16 +180,8 @@ def run(spark, index_dir: str, plan: str, k: int, keep_seen: bool, result: str) 
     on_test = set()
     if best is not None:
         for transform in sorted({t["transform"] for t in trials}):
-            candidates = [
-                r
-                for r in rows
-                if r["split"] == "validation"
-                and r["model"] == "als"
-                and r["status"] == "success"
-                and r["transform"] == transform
-            ]
-            if candidates:
-                on_test.add(max(candidates, key=lambda r: (r["map"], r["ndcg_at_k"], r["trial_id"]))["trial_id"])
+            if (best_of_transform := pick_best(rows, transform)) is not None:
+                on_test.add(best_of_transform["trial_id"])
         for trial in trials:
             if trial["trial_id"] in on_test:
                 evaluate(trial, "test")
