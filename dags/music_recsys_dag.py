@@ -243,10 +243,9 @@ def music_recsys():
 
         return write_report(plan, evaluation, search, recorded)
 
-    full_plan = plan
-    search = fast_search(full_plan, evaluate.output)
-    recorded = record(full_plan, evaluate.output, search)
-    report(full_plan, evaluate.output, search, recorded)
+    search = fast_search(plan, evaluate.output)
+    recorded = record(plan, evaluate.output, search)
+    report(plan, evaluate.output, search, recorded)
     ingest >> index >> fit >> evaluate
 
 
