@@ -39,5 +39,15 @@ lint: setup
 data: setup
 	$(BIN)/python -m music_recsys.datagen --out $(RECSYS_DATA_ROOT)/msd_like
 
+# Benchmarks: long, by hand, appending to bench/RESULTS.md (never part of `make test`).
+bench: setup
+	$(BIN)/pip install --quiet -r requirements-bench.txt -c constraints.txt
+	$(BIN)/python bench/eval_topk.py
+	$(BIN)/python bench/als_fit.py
+	$(BIN)/python bench/fast_search.py
+	$(BIN)/python bench/movielens.py
+	$(BIN)/python bench/scaling.py
+	$(BIN)/python bench/orchestration.py
+
 clean:
 	rm -rf $(VENV) .airflow data .pytest_cache
