@@ -94,3 +94,23 @@ def free_port():
             return s.getsockname()[1]
 
     return pick
+
+
+@pytest.fixture(scope="session")
+def wait_until():
+    """A function polling ``check()`` (errors count as "not yet") until true or ``seconds`` pass."""
+    import time
+
+    def wait(check, seconds: float, what: str, interval: float = 1.0) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                if check():
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} within {seconds:.0f} s")
+            time.sleep(interval)
+
+    return wait

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -26,7 +25,7 @@ def _master_state(ui_port: int) -> dict:
 
 
 @pytest.fixture(scope="module")
-def standalone_cluster(tmp_path_factory, free_port):
+def standalone_cluster(tmp_path_factory, free_port, wait_until):
     spark_class = str(Path(sys.executable).parent / "spark-class")
     work = tmp_path_factory.mktemp("spark-cluster")
     env = {
@@ -70,16 +69,11 @@ def standalone_cluster(tmp_path_factory, free_port):
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if any(w["state"] == "ALIVE" for w in _master_state(ui_port)["workers"]):
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"Spark worker did not register; see {work}")
-            time.sleep(1)
+        wait_until(
+            lambda: any(w["state"] == "ALIVE" for w in _master_state(ui_port)["workers"]),
+            90,
+            f"Spark worker did not register (logs in {work})",
+        )
         yield {"port": port, "ui_port": ui_port}
     finally:
         for process in (worker, master):

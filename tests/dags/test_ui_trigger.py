@@ -32,7 +32,7 @@ def _get(url: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def airflow_server(tmp_path_factory, data_root, free_port):
+def airflow_server(tmp_path_factory, data_root, free_port, wait_until):
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
             raise RuntimeError("chromium is not installed (.ci/run installs Debian's chromium)")
@@ -61,16 +61,12 @@ def airflow_server(tmp_path_factory, data_root, free_port):
     ]
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if _get(f"{base}/api/v2/dags/music_recsys")["dag_id"] == "music_recsys":
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"DAG not served within 180 s; logs in {home}")
-            time.sleep(2)
+        wait_until(
+            lambda: _get(f"{base}/api/v2/dags/music_recsys")["dag_id"] == "music_recsys",
+            180,
+            f"DAG not served (logs in {home})",
+            interval=2,
+        )
         yield base
     finally:
         for process in processes:
