@@ -19,7 +19,6 @@ os.environ["RECSYS_DATA_ROOT"] = str(_SESSION_DIR / "data")
 os.environ["AIRFLOW_HOME"] = str(_SESSION_DIR / "airflow")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ["AIRFLOW_CONN_SPARK_DEFAULT"] = json.dumps({"conn_type": "spark", "host": "local[2]"})
 os.environ.pop("AIRFLOW_CONN_RECSYS_RESULTS", None)
 os.environ.pop("RECSYS_INPUT_ROOTS", None)
