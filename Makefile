@@ -44,6 +44,7 @@ bench: setup
 	$(BIN)/pip install --quiet -r requirements-bench.txt -c constraints.txt
 	$(BIN)/python bench/eval_topk.py
 	$(BIN)/python bench/als_fit.py
+	$(BIN)/python bench/als_tuning.py
 	$(BIN)/python bench/fast_search.py
 	$(BIN)/python bench/movielens.py
 	$(BIN)/python bench/scaling.py

@@ -75,7 +75,7 @@ def spark_fit(tu, ti, counts, n_users, n_items, rank, reg, alpha, iters, threads
     return users, items, seconds
 
 
-def implicit_fit(tu, ti, counts, n_users, n_items, rank, reg, alpha, iters, threads, seed):
+def implicit_fit(tu, ti, counts, n_users, n_items, rank, reg, alpha, iters, threads, seed, use_cg=True):
     import scipy.sparse as sp
     from implicit.cpu.als import AlternatingLeastSquares
 
@@ -88,6 +88,7 @@ def implicit_fit(tu, ti, counts, n_users, n_items, rank, reg, alpha, iters, thre
         num_threads=threads,
         random_state=seed,
         calculate_training_loss=False,
+        use_cg=use_cg,
     )
     started = time.perf_counter()
     model.fit(user_items, show_progress=False)

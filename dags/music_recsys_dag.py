@@ -30,6 +30,8 @@ JOBS_DIR = Path(os.environ.get("RECSYS_JOBS_DIR", Path(__file__).resolve().paren
 PLAY_COUNT_DROP = Asset(name="play_counts_drop", uri="recsys://play-counts/drop")
 INGESTED_PLAY_COUNTS = Asset(name="ingested_play_counts", uri="recsys://play-counts/ingested")
 SCHEDULE_CRON = os.environ.get("RECSYS_SCHEDULE_CRON", "0 3 * * 1")
+# No scheduled run before this date (backfills may still cover earlier dates).
+START_DATE = pendulum.parse(os.environ.get("RECSYS_START_DATE", "2026-01-01"), tz="UTC")
 MAX_PARALLEL_FITS = int(os.environ.get("RECSYS_MAX_PARALLEL_FITS", "1"))
 SPARK_TIMEOUT = timedelta(hours=float(os.environ.get("RECSYS_SPARK_TIMEOUT_HOURS", "2")))
 
@@ -103,6 +105,12 @@ PARAMS = {
     ),
     "max_iter": Param(C.DEFAULT_MAX_ITER, type="integer", minimum=1, maximum=100, description="ALS iterations."),
     "seed": Param(C.DEFAULT_SEED, type="integer", minimum=0, description="Seed for sampling, ALS and Annoy."),
+    "nonnegative": Param(
+        True,
+        type="boolean",
+        description="Non-negative factors (NNLS solves, as in the seed). false = unconstrained Cholesky solves: "
+        "measured faster, with equal or better MAP (bench/RESULTS.md, ALS tuning).",
+    ),
     "exclude_seen": Param(
         True,
         type="boolean",
@@ -137,6 +145,15 @@ PARAMS = {
         maximum=1,
         description="Recall the Annoy operating point must reach.",
     ),
+    "fits_per_task": Param(
+        1,
+        type="integer",
+        minimum=1,
+        maximum=1024,
+        description="Grid points fitted in one Spark application (one mapped fit task). 1 = a task per point "
+        "(own retry, logs, map index); more shares one JVM start and one data read among several points, "
+        "which pays off when fits are short (small data, few cores).",
+    ),
 }
 
 
@@ -148,7 +165,7 @@ PARAMS = {
         if SCHEDULE_CRON
         else [PLAY_COUNT_DROP]
     ),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=2,
     params=PARAMS,
@@ -176,7 +193,7 @@ def music_recsys():
 
     @task
     def grid_points(plan: dict) -> list[dict]:
-        """spark-submit arguments of every grid point: one mapped fit task each."""
+        """spark-submit arguments of every fit task: one grid point each, or `fits_per_task` points."""
         return plan["fit_kwargs"]
 
     plan = prepare()
@@ -208,7 +225,8 @@ def music_recsys():
         application=str(JOBS_DIR / "fit_als.py"),
         map_index_template="{{ task.grid_point }}",
         max_active_tis_per_dag=MAX_PARALLEL_FITS,
-        doc_md="One implicit ALS fit per grid point; saves user and item factors.",
+        doc_md="Implicit ALS for one grid point (or `fits_per_task` points in one Spark application); saves "
+        "user and item factors per point.",
         **spark_defaults,
     ).expand_kwargs(grid_points(plan))
     evaluate = SparkJobOperator(

@@ -1,13 +1,15 @@
-"""Fit: one implicit-feedback ALS model for one grid point; save its user and item factors.
+"""Fit: implicit-feedback ALS for one grid point (or several, in one Spark application); save factors.
 
-Writes ``<out-dir>/user_factors`` and ``<out-dir>/item_factors`` (parquet: id, features) and
-``<out-dir>/item_factors.npy`` (a dense float32 matrix, row = item index; items the transform
-removed from train have zero rows) for evaluation and the search stage.
+For each grid point writes ``<run-dir>/trials/<trial id>/user_factors`` and ``item_factors`` (parquet:
+id, features), ``item_factors.npy`` (a dense float32 matrix, row = item index; items the transform
+removed from train have zero rows) for evaluation and the search stage, and
+``<run-dir>/results/fit/<trial id>.json`` (status, fit seconds, or the error).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 import traceback
 
@@ -15,7 +17,8 @@ import numpy as np
 
 from music_recsys import constants as C
 from music_recsys.als import apply_transform, build_als
-from music_recsys.artifacts import save_npy, write_json
+from music_recsys.artifacts import RunLayout, save_npy, write_json
+from music_recsys.config import TrialSpec
 from music_recsys.spark import get_spark
 
 
@@ -27,56 +30,52 @@ def factors_matrix(rows: list, n: int, rank: int) -> np.ndarray:
     return matrix
 
 
-def run(
+def fit_trial(
     spark,
-    train: str,
-    out_dir: str,
-    trial_id: str,
-    rank: int,
-    reg_param: float,
-    alpha: float,
-    transform: str,
+    indexed,
+    shape: tuple[int, int],
+    spec: TrialSpec,
+    layout: RunLayout,
     drop_threshold: int,
     max_iter: int,
     seed: int,
-    checkpoint_dir: str,
-    result: str,
-    num_blocks: int = 0,
+    num_blocks: int,
+    nonnegative: bool,
 ) -> dict:
-    from pyspark.sql import functions as F
-
+    """Fit one grid point and save its factors; write its result JSON (also when it fails)."""
+    trial_id = spec.trial_id
     params = {
-        "trial_id": trial_id,
-        "rank": rank,
-        "reg_param": reg_param,
-        "alpha": alpha,
-        "transform": transform,
+        **spec.as_dict(),
         "drop_threshold": drop_threshold,
         "max_iter": max_iter,
         "seed": seed,
+        "nonnegative": nonnegative,
     }
+    out_dir = layout.trial_dir(trial_id)
+    result = layout.trial_result(trial_id)
     # Without a checkpoint dir, ALS ignores checkpointInterval and lineage grows unbounded.
-    spark.sparkContext.setCheckpointDir(checkpoint_dir)
+    spark.sparkContext.setCheckpointDir(str(layout.trial_checkpoints(trial_id)))
     ratings = None
     try:
-        indexed = spark.read.parquet(train)
-        size = indexed.agg(F.max(C.USER_IDX).alias("u"), F.max(C.ITEM_IDX).alias("i")).first()
-        n_users, n_items = size["u"] + 1, size["i"] + 1
-        ratings = apply_transform(indexed, transform, drop_threshold).cache()
+        ratings = apply_transform(indexed, spec.transform, drop_threshold).cache()
         n_ratings = ratings.count()
         if n_ratings == 0:
-            raise ValueError(f"transform {transform!r} with drop_threshold={drop_threshold} leaves no training rows")
+            raise ValueError(
+                f"transform {spec.transform!r} with drop_threshold={drop_threshold} leaves no training rows"
+            )
         started = time.perf_counter()
         # 0 = one block per core Spark gives us (local: the machine's cores; cluster: executor cores).
         blocks = num_blocks or spark.sparkContext.defaultParallelism
-        model = build_als(rank, reg_param, alpha, max_iter, seed, blocks).fit(ratings)
+        als = build_als(spec.rank, spec.reg_param, spec.alpha, max_iter, seed, blocks, nonnegative=nonnegative)
+        model = als.fit(ratings)
         # Factors are computed lazily; materialise them inside the timed section.
         users_with_factors = model.userFactors.count()
         item_rows = model.itemFactors.collect()
         fit_seconds = time.perf_counter() - started
-        model.userFactors.write.mode("overwrite").parquet(f"{out_dir}/user_factors")
-        model.itemFactors.write.mode("overwrite").parquet(f"{out_dir}/item_factors")
-        save_npy(f"{out_dir}/item_factors.npy", factors_matrix(item_rows, n_items, rank))
+        model.userFactors.write.mode("overwrite").parquet(str(out_dir / "user_factors"))
+        model.itemFactors.write.mode("overwrite").parquet(str(out_dir / "item_factors"))
+        n_users, n_items = shape
+        save_npy(out_dir / "item_factors.npy", factors_matrix(item_rows, n_items, spec.rank))
         report = {
             **params,
             "status": "success",
@@ -87,20 +86,16 @@ def run(
             "users_with_factors": users_with_factors,
             "items_with_factors": len(item_rows),
             "num_blocks": blocks,
-            "out_dir": out_dir,
+            "out_dir": str(out_dir),
         }
     except Exception as exc:
-        # Record why this grid point failed so evaluation can label it; then fail the task.
-        write_json(
-            result,
-            {
-                **params,
-                "status": "failed",
-                "error": f"{type(exc).__name__}: {exc}",
-                "traceback": traceback.format_exc(),
-            },
-        )
-        raise
+        # Record why this grid point failed so evaluation can label it.
+        report = {
+            **params,
+            "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(),
+        }
     finally:
         if ratings is not None:
             ratings.unpersist()
@@ -108,8 +103,63 @@ def run(
     return report
 
 
+def finished(layout: RunLayout, spec: TrialSpec) -> bool:
+    """This grid point already has factors from an earlier attempt of the same run."""
+    path = layout.trial_result(spec.trial_id)
+    if not path.exists() or not (layout.trial_dir(spec.trial_id) / "item_factors.npy").exists():
+        return False
+    return json.loads(path.read_text()).get("status") == "success"
+
+
+def run(
+    spark,
+    train: str,
+    run_dir: str,
+    trials: list[str],
+    drop_threshold: int,
+    max_iter: int,
+    seed: int,
+    result: str,
+    num_blocks: int = 0,
+    nonnegative: bool = True,
+) -> dict:
+    """Fit every given grid point in this one Spark session, reading the indexed data once.
+
+    A point that fails is recorded and the others still run; the job then fails, and a retry fits only
+    the points without factors (finished points of the same run are kept, not refitted)."""
+    from pyspark.sql import functions as F
+
+    layout = RunLayout(run_dir)
+    specs = [TrialSpec.parse(text) for text in trials]
+    indexed = spark.read.parquet(train).cache()
+    size = indexed.agg(F.max(C.USER_IDX).alias("u"), F.max(C.ITEM_IDX).alias("i")).first()
+    shape = (size["u"] + 1, size["i"] + 1)
+    summary: dict = {"trials": {}, "kept_from_earlier_attempt": [], "failed": []}
+    try:
+        for spec in specs:
+            if finished(layout, spec):
+                summary["kept_from_earlier_attempt"].append(spec.trial_id)
+                report = json.loads(layout.trial_result(spec.trial_id).read_text())
+            else:
+                report = fit_trial(
+                    spark, indexed, shape, spec, layout, drop_threshold, max_iter, seed, num_blocks, nonnegative
+                )
+            summary["trials"][spec.trial_id] = {
+                key: report.get(key) for key in ("status", "fit_seconds", "n_ratings", "error")
+            }
+            if report["status"] != "success":
+                summary["failed"].append(spec.trial_id)
+    finally:
+        indexed.unpersist()
+    write_json(result, summary)
+    if summary["failed"]:
+        errors = {t: summary["trials"][t]["error"] for t in summary["failed"]}
+        raise RuntimeError(f"{len(errors)} of {len(specs)} grid points failed: {errors}")
+    return summary
+
+
 def main(**kwargs) -> dict:
-    spark = get_spark(f"music_recsys.fit.{kwargs['trial_id']}")
+    spark = get_spark(f"music_recsys.fit.{TrialSpec.parse(kwargs['trials'][0]).trial_id}")
     try:
         return run(spark, **kwargs)
     finally:
@@ -119,23 +169,31 @@ def main(**kwargs) -> dict:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--train", required=True, help="indexed train parquet (user_idx, item_idx, count)")
-    p.add_argument("--out-dir", required=True, help="where the factors go")
-    p.add_argument("--trial-id", required=True, help="name of this grid point")
-    p.add_argument("--rank", type=int, required=True, help="number of latent factors")
-    p.add_argument("--reg-param", type=float, required=True, help="ALS regParam (scaled per user/item)")
-    p.add_argument("--alpha", type=float, required=True, help="implicit confidence scaling")
-    p.add_argument("--transform", choices=C.TRANSFORMS, required=True, help="count transform")
+    p.add_argument("--run-dir", required=True, help="run directory: factors go to trials/<trial id>/")
+    p.add_argument(
+        "--trial",
+        dest="trials",
+        action="append",
+        required=True,
+        metavar="RANK,REG_PARAM,ALPHA,TRANSFORM",
+        help="a grid point, e.g. 10,0.1,1.0,log1p; repeat to fit several in this one Spark application",
+    )
     p.add_argument("--drop-threshold", type=int, required=True, help="drop counts <= this for drop transforms")
     p.add_argument("--max-iter", type=int, required=True, help="ALS iterations")
     p.add_argument("--seed", type=int, required=True, help="ALS seed")
-    p.add_argument("--checkpoint-dir", required=True, help="Spark checkpoint directory")
+    p.add_argument(
+        "--nonnegative",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="non-negative factors (NNLS, as in the seed); --no-nonnegative: unconstrained Cholesky solves",
+    )
     p.add_argument(
         "--num-blocks",
         type=int,
         default=0,
         help="ALS user and item blocks; 0 = Spark's default parallelism (one per core)",
     )
-    p.add_argument("--result", required=True, help="path of the JSON result file")
+    p.add_argument("--result", required=True, help="path of this task's JSON summary")
     return p.parse_args(argv)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from music_recsys import constants as C
@@ -30,10 +31,26 @@ def apply_transform(df: DataFrame, transform: str, drop_threshold: int) -> DataF
     return df.select(C.USER_IDX, C.ITEM_IDX, rating.cast("float").alias(C.RATING))
 
 
-def build_als(rank: int, reg_param: float, alpha: float, max_iter: int, seed: int, num_blocks: int = 10) -> ALS:
-    """Implicit ALS as in the seed. ``num_blocks`` partitions users and items; Spark's default of 10
-    costs more in scheduling than it gains on few cores (measured on 40K ratings, 2 cores, after
-    warm-up: 4.0 s with 10 blocks, 1.6 s with 2)."""
+# ALS's in/out blocks and per-iteration factors. MEMORY_ONLY measured 20 % faster than Spark's default
+# MEMORY_AND_DISK (bench/als_tuning.py, 894K ratings); set MEMORY_AND_DISK when the ratings do not fit
+# in executor memory (evicted blocks are then recomputed from the last checkpoint).
+STORAGE_LEVEL = os.environ.get("RECSYS_ALS_STORAGE_LEVEL", "MEMORY_ONLY")
+
+
+def build_als(
+    rank: int,
+    reg_param: float,
+    alpha: float,
+    max_iter: int,
+    seed: int,
+    num_blocks: int = 10,
+    *,
+    nonnegative: bool = True,
+    storage_level: str = STORAGE_LEVEL,
+) -> ALS:
+    """Implicit ALS as in the seed (``nonnegative=True``: NNLS solves). ``num_blocks`` partitions users
+    and items; Spark's default of 10 costs more in scheduling than it gains on few cores (measured on
+    894K ratings, 2 cores, one run: 26.7 s with 10 blocks, 26.5 s with 1, 18.4 s with 2 = one per core)."""
     from pyspark.ml.recommendation import ALS
 
     return ALS(
@@ -45,8 +62,10 @@ def build_als(rank: int, reg_param: float, alpha: float, max_iter: int, seed: in
         maxIter=max_iter,
         seed=seed,
         implicitPrefs=True,
-        nonnegative=True,  # as in the seed
+        nonnegative=nonnegative,
         coldStartStrategy="drop",
+        intermediateStorageLevel=storage_level,
+        finalStorageLevel=storage_level,
         checkpointInterval=5,
         userCol=C.USER_IDX,
         itemCol=C.ITEM_IDX,

@@ -74,6 +74,13 @@ class RunLayout:
     def trial_result(self, trial_id: str) -> Path:
         return self.results_dir / "fit" / f"{trial_id}.json"
 
+    def trial_checkpoints(self, trial_id: str) -> Path:
+        return self.checkpoint_dir / trial_id
+
+    def fit_task_result(self, first_trial_id: str) -> Path:
+        """Summary of one fit task (one or more grid points), named after its first point."""
+        return self.results_dir / "fit_tasks" / f"{first_trial_id}.json"
+
     @property
     def evaluation_dir(self) -> Path:
         return self.root / "evaluation"

@@ -79,7 +79,7 @@ def _fmt_num(value: float) -> str:
 
 @dataclass(frozen=True)
 class TrialSpec:
-    """One ALS grid point."""
+    """One ALS grid point; ``str()`` gives the ``RANK,REG_PARAM,ALPHA,TRANSFORM`` form the fit job takes."""
 
     rank: int
     reg_param: float
@@ -92,6 +92,20 @@ class TrialSpec:
 
     def as_dict(self) -> dict[str, Any]:
         return {"trial_id": self.trial_id, **dataclasses.asdict(self)}
+
+    def __str__(self) -> str:
+        return f"{self.rank},{self.reg_param!r},{self.alpha!r},{self.transform}"
+
+    @classmethod
+    def parse(cls, text: str) -> TrialSpec:
+        """Inverse of ``str()``: ``"10,0.1,1.0,log1p"``."""
+        parts = text.split(",")
+        if len(parts) != 4:
+            raise ValueError(f"trial {text!r}: expected RANK,REG_PARAM,ALPHA,TRANSFORM")
+        rank, reg_param, alpha, transform = parts
+        if transform not in C.TRANSFORMS:
+            raise ValueError(f"trial {text!r}: transform must be one of {list(C.TRANSFORMS)}")
+        return cls(int(rank), float(reg_param), float(alpha), transform)
 
 
 def _bounded_list(name: str, values: Any, kind: type, lo: float, hi: float, *, lo_open: bool = False) -> list:
@@ -134,6 +148,8 @@ class RunConfig:
     annoy_search_k: list[int] = field(default_factory=lambda: list(C.DEFAULT_ANNOY_SEARCH_K))
     annoy_max_queries: int = 2000
     annoy_target_recall: float = 0.9
+    fits_per_task: int = 1
+    nonnegative: bool = True
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> RunConfig:
@@ -168,6 +184,7 @@ class RunConfig:
         (self.seed,) = _bounded_list("seed", [self.seed], int, 0, 2**31 - 1)
         (self.max_reject_fraction,) = _bounded_list("max_reject_fraction", [self.max_reject_fraction], float, 0.0, 1.0)
         self.exclude_seen = bool(self.exclude_seen)
+        self.nonnegative = bool(self.nonnegative)
         self.annoy_trees = _bounded_list("annoy_trees", self.annoy_trees, int, 1, 1000)
         self.annoy_search_k = _bounded_list("annoy_search_k", self.annoy_search_k, int, -1, 10**8)
         if 0 in self.annoy_search_k:
@@ -176,6 +193,7 @@ class RunConfig:
         (self.annoy_target_recall,) = _bounded_list(
             "annoy_target_recall", [self.annoy_target_recall], float, 0.0, 1.0, lo_open=True
         )
+        (self.fits_per_task,) = _bounded_list("fits_per_task", [self.fits_per_task], int, 1, 1024)
         n = len(self.trials())
         if n > 1024:
             raise ValueError(f"grid has {n} points; Airflow maps at most 1024 tasks (max_map_length)")

@@ -17,6 +17,8 @@ from typing import Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
+from music_recsys.spark import JAVA_OPTIONS
+
 # Where the embedded default runs Spark when no spark_default connection exists (the provider
 # would otherwise silently fall back to YARN).
 LOCAL_SPARK_CONNECTION = json.dumps({"conn_type": "spark", "host": "local[*]"})
@@ -34,6 +36,8 @@ def default_spark_conf() -> dict[str, str]:
         "spark.ui.enabled": os.environ.get("RECSYS_SPARK_UI", "false"),
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.driver.extraJavaOptions": JAVA_OPTIONS,
+        "spark.executor.extraJavaOptions": JAVA_OPTIONS,
         # Keep task logs readable: Spark's INFO lines drown the job's own output.
         "spark.log.level": os.environ.get("RECSYS_SPARK_LOG_LEVEL", "WARN"),
     }

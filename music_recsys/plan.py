@@ -16,49 +16,48 @@ from music_recsys.config import RunConfig, run_dir
 
 def build_plan(config: RunConfig, run_id: str) -> dict[str, Any]:
     layout = RunLayout(run_dir(run_id))
+    specs = config.trials()
     trials = []
-    for spec in config.trials():
+    for spec in specs:
         trials.append(
             {
                 **spec.as_dict(),
                 "out_dir": str(layout.trial_dir(spec.trial_id)),
                 "result": str(layout.trial_result(spec.trial_id)),
+                "nonnegative": config.nonnegative,
             }
         )
-    fit_kwargs = [
-        {
-            "grid_point": t["trial_id"],
-            "result_path": t["result"],
-            "name": f"music_recsys.fit.{t['trial_id']}",
-            "application_args": [
-                "--train",
-                str(layout.index_dir / "train"),
-                "--out-dir",
-                t["out_dir"],
-                "--trial-id",
-                t["trial_id"],
-                "--rank",
-                str(t["rank"]),
-                "--reg-param",
-                repr(t["reg_param"]),
-                "--alpha",
-                repr(t["alpha"]),
-                "--transform",
-                t["transform"],
-                "--drop-threshold",
-                str(config.drop_threshold),
-                "--max-iter",
-                str(config.max_iter),
-                "--seed",
-                str(config.seed),
-                "--checkpoint-dir",
-                str(layout.checkpoint_dir / t["trial_id"]),
-                "--result",
-                t["result"],
-            ],
-        }
-        for t in trials
-    ]
+    # One mapped fit task per `fits_per_task` grid points (default 1: a task per point).
+    fit_kwargs = []
+    for first in range(0, len(specs), config.fits_per_task):
+        chunk = specs[first : first + config.fits_per_task]
+        ids = [spec.trial_id for spec in chunk]
+        label = ids[0] if len(ids) == 1 else f"{ids[0]}..{ids[-1]}"
+        args = [
+            "--train",
+            str(layout.index_dir / "train"),
+            "--run-dir",
+            str(layout.root),
+            "--drop-threshold",
+            str(config.drop_threshold),
+            "--max-iter",
+            str(config.max_iter),
+            "--seed",
+            str(config.seed),
+            "--nonnegative" if config.nonnegative else "--no-nonnegative",
+            "--result",
+            str(layout.fit_task_result(ids[0])),
+        ]
+        for spec in chunk:
+            args += ["--trial", str(spec)]
+        fit_kwargs.append(
+            {
+                "grid_point": label,
+                "result_path": str(layout.fit_task_result(ids[0])),
+                "name": f"music_recsys.fit.{label}",
+                "application_args": args,
+            }
+        )
     plan_path = layout.root / "plan.json"
     evaluate_args = [
         "--index-dir",

@@ -33,6 +33,7 @@ als_trials = sa.Table(
     sa.Column("transform", sa.String(20)),
     sa.Column("k", sa.Integer),
     sa.Column("exclude_seen", sa.Boolean),
+    sa.Column("nonnegative", sa.Boolean, comment="ALS factors constrained to >= 0 (NNLS); null for popularity"),
     sa.Column("map", sa.Float, comment="Spark RankingMetrics.meanAveragePrecision (full list, not cut at k)"),
     sa.Column("map_at_k", sa.Float, comment="Spark RankingMetrics.meanAveragePrecisionAt(k)"),
     sa.Column("precision_at_k", sa.Float, comment="Spark RankingMetrics.precisionAt(k)"),

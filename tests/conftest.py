@@ -48,30 +48,54 @@ def spark():
     session.stop()
 
 
+class _Databases:
+    """Creates fresh PostgreSQL databases (127.0.0.1:5432, trust auth) and drops them again."""
+
+    def __init__(self) -> None:
+        import psycopg2
+
+        try:
+            self.admin = psycopg2.connect(POSTGRES_ADMIN, connect_timeout=5)
+        except psycopg2.OperationalError as exc:
+            if os.environ.get("CI"):
+                raise
+            pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN}: {exc}")
+        self.admin.autocommit = True
+        self.names: list[str] = []
+
+    def create(self) -> str:
+        name = f"recsys_test_{uuid.uuid4().hex[:10]}"
+        with self.admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        self.names.append(name)
+        return f"{POSTGRES_ADMIN.rsplit('/', 1)[0]}/{name}"
+
+    def drop_all(self) -> None:
+        with self.admin.cursor() as cur:
+            for name in self.names:
+                cur.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (name,),
+                )
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        self.admin.close()
+
+
 @pytest.fixture
 def postgres_url():
-    """A fresh PostgreSQL database for one test, dropped afterwards (127.0.0.1:5432, trust auth)."""
-    import psycopg2
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    databases = _Databases()
+    yield databases.create()
+    databases.drop_all()
 
-    try:
-        admin = psycopg2.connect(POSTGRES_ADMIN, connect_timeout=5)
-    except psycopg2.OperationalError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN}: {exc}")
-    admin.autocommit = True
-    name = f"recsys_test_{uuid.uuid4().hex[:10]}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    base = POSTGRES_ADMIN.rsplit("/", 1)[0]
-    yield f"{base}/{name}"
-    with admin.cursor() as cur:
-        cur.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        )
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    admin.close()
+
+@pytest.fixture(scope="module")
+def module_postgres():
+    """A function creating fresh PostgreSQL databases that live until the test module ends."""
+    databases = _Databases()
+    yield databases.create
+    databases.drop_all()
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,17 @@
-"""docker-compose.yaml is honest: no Docker engine here, so its structure is checked instead.
+"""docker-compose.yaml is honest: no Docker engine here, so the file is validated instead.
 
-Every referenced service, volume, build file and mounted folder exists; images are pinned to the
-versions this project pins; Spark is reached in client mode; no secret is hard-coded beyond the
-documented local defaults.
+Compose itself (Debian's docker-compose, which needs no engine for ``config``) checks it against the
+Compose specification and resolves every reference; on top of that: every referenced service, volume,
+build file and mounted folder exists; images are pinned to the versions this project pins; Spark is
+reached in client mode; no secret is hard-coded beyond the documented local defaults.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,6 +23,54 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def compose() -> dict:
     return yaml.safe_load((REPO / "docker-compose.yaml").read_text())
+
+
+def _compose_config(path: Path) -> subprocess.CompletedProcess:
+    tool = shutil.which("docker-compose")
+    if tool is None:
+        if os.environ.get("CI"):
+            raise RuntimeError("docker-compose is not installed (.ci/run installs Debian's docker-compose)")
+        pytest.skip("Debian's docker-compose is not installed")
+    return subprocess.run(
+        [tool, "-f", str(path), "--env-file", str(REPO / ".env.example"), "config"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+
+
+def test_compose_validates_the_file(compose):
+    out = _compose_config(REPO / "docker-compose.yaml")
+    assert out.returncode == 0, out.stderr
+    resolved = yaml.safe_load(out.stdout)
+    assert set(resolved["services"]) == set(compose["services"])
+    # Values from the env file are substituted (none of the in-file fallbacks is used for them).
+    scheduler = resolved["services"]["airflow-scheduler"]["environment"]
+    assert "change-me" in scheduler["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+
+
+def _unknown_option(spec: dict) -> None:
+    spec["services"]["postgres"]["restartt"] = "always"
+
+
+def _dangling_dependency(spec: dict) -> None:
+    spec["services"]["airflow-scheduler"]["depends_on"] = {"no-such-service": {"condition": "service_healthy"}}
+
+
+@pytest.mark.parametrize(
+    ("break_it", "message"), [(_unknown_option, "restartt"), (_dangling_dependency, "no-such-service")]
+)
+def test_compose_rejects_a_broken_file(break_it, message):
+    """The validator is not a rubber stamp."""
+    broken = yaml.safe_load((REPO / "docker-compose.yaml").read_text())
+    break_it(broken)
+    path = REPO / f".compose-broken-{os.getpid()}.yaml"  # same folder: build contexts must still resolve
+    try:
+        path.write_text(yaml.safe_dump(broken))
+        out = _compose_config(path)
+    finally:
+        path.unlink(missing_ok=True)
+    assert out.returncode != 0 and message in out.stderr, out.stderr
 
 
 def _pins() -> dict[str, str]:

@@ -14,23 +14,23 @@ import pytest
 
 from music_recsys import datagen
 from music_recsys.artifacts import read_json
-from music_recsys.config import run_dir
+from music_recsys.config import TrialSpec, run_dir
 from music_recsys.pipeline import record
 from music_recsys.results import ResultsStore
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.e2e, pytest.mark.spark, pytest.mark.postgres, pytest.mark.slow]
-VICTIM = "r6_reg0.1_a10_none"
+VICTIM = TrialSpec(6, 0.1, 10.0, "none")  # r6_reg0.1_a10_none
 
 
-def _kill_fit_once(trial_id: str, killed: list, stop: threading.Event) -> None:
-    """Wait for the fit of ``trial_id`` to be running for a few seconds, then SIGKILL its processes."""
+def _kill_fit_once(spec: TrialSpec, killed: list, stop: threading.Event) -> None:
+    """Wait for the fit of ``spec`` to be running for a few seconds, then SIGKILL its processes."""
     seen_at = None
     while not stop.is_set():
         victims = []
         for proc in psutil.process_iter(["cmdline"]):
             cmdline = " ".join(proc.info["cmdline"] or [])
-            if "fit_als.py" in cmdline and f"--trial-id {trial_id}" in cmdline:
+            if "fit_als.py" in cmdline and f"--trial {spec}" in cmdline:
                 victims.append(proc)
         if victims:
             seen_at = seen_at or time.monotonic()
@@ -78,7 +78,7 @@ def test_killed_fit_is_retried_and_rerecording_is_idempotent(airflow_db, data_ro
         killer.join(timeout=5)
     assert killed, "the drill never found the fit process to kill"
     assert str(dagrun.state).endswith("success")
-    fit_result = read_json(run_dir(dagrun.run_id) / "results" / "fit" / f"{VICTIM}.json")
+    fit_result = read_json(run_dir(dagrun.run_id) / "results" / "fit" / f"{VICTIM.trial_id}.json")
     assert fit_result["status"] == "success"  # the retry produced it
 
     store = ResultsStore(postgres_url)
@@ -86,7 +86,7 @@ def test_killed_fit_is_retried_and_rerecording_is_idempotent(airflow_db, data_ro
     ann_first = store.fetch("ann_trials", dagrun.run_id)
     keys = [(r["trial_id"], r["split"]) for r in first]
     assert len(keys) == len(set(keys))
-    assert {t for t, s in keys if s == "validation"} == {"popularity", VICTIM, "r6_reg0.1_a1_none"}
+    assert {t for t, s in keys if s == "validation"} == {"popularity", VICTIM.trial_id, "r6_reg0.1_a1_none"}
     assert all(r["status"] == "success" for r in first)
 
     # Re-running record for the same run (as after clearing the task) rewrites the same rows.

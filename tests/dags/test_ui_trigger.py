@@ -7,15 +7,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from music_recsys import datagen
+from music_recsys.local_airflow import get_json
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "ui"
@@ -26,56 +24,15 @@ GRID = {"ranks": [4], "reg_params": [0.1], "alphas": [5.0], "annoy_trees": [2], 
 NUMBERS = {"k": "20", "max_iter": "3"}
 
 
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=30) as response:
-        return json.load(response)
-
-
 @pytest.fixture(scope="module")
-def airflow_server(tmp_path_factory, data_root, free_port, wait_until):
+def airflow_server(airflow_services, data_root):
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
             raise RuntimeError("chromium is not installed (.ci/run installs Debian's chromium)")
         pytest.skip("Debian's chromium is not installed")
-    home = tmp_path_factory.mktemp("airflow-ui")
-    port = free_port()
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "RECSYS_SCHEDULE_CRON": "",  # unpausing must not start a scheduled run of the default grid
-        "RECSYS_RETRIES": "0",
-    }
     datagen.main(out=str(data_root / "msd_like"), users=600, items=300, holdout_users=80)
-    airflow = str(Path(sys.executable).parent / "airflow")
-    subprocess.run([airflow, "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
-    processes = [
-        subprocess.Popen([airflow, *args], env=env, stdout=open(home / f"{args[0]}.log", "w"), stderr=subprocess.STDOUT)
-        for args in (["api-server", "--port", str(port)], ["scheduler"], ["dag-processor"])
-    ]
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(
-            lambda: _get(f"{base}/api/v2/dags/music_recsys")["dag_id"] == "music_recsys",
-            180,
-            f"DAG not served (logs in {home})",
-            interval=2,
-        )
-        yield base
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    # Unpausing must not start a scheduled run of the default grid: data drops only.
+    return airflow_services(RECSYS_SCHEDULE_CRON="").base_url
 
 
 def test_trigger_form_runs_a_small_grid(airflow_server):
@@ -121,7 +78,7 @@ def test_trigger_form_runs_a_small_grid(airflow_server):
         deadline = time.monotonic() + 600
         while True:
             try:
-                runs = _get(f"{airflow_server}/api/v2/dags/music_recsys/dagRuns")["dag_runs"]
+                runs = get_json(f"{airflow_server}/api/v2/dags/music_recsys/dagRuns")["dag_runs"]
             except OSError:  # a busy api-server (the run's Spark jobs share two cores) may answer late
                 runs = []
             if runs and runs[0]["state"] in ("success", "failed"):
@@ -132,7 +89,7 @@ def test_trigger_form_runs_a_small_grid(airflow_server):
         run = runs[0]
         assert run["conf"]["ranks"] == [4] and run["conf"]["transforms"] == ["none"] and run["conf"]["k"] == 20
         assert run["state"] == "success"
-        tasks = _get(f"{airflow_server}/api/v2/dags/music_recsys/dagRuns/{run['dag_run_id']}/taskInstances")
+        tasks = get_json(f"{airflow_server}/api/v2/dags/music_recsys/dagRuns/{run['dag_run_id']}/taskInstances")
         fits = [t for t in tasks["task_instances"] if t["task_id"] == "fit"]
         assert [t["rendered_map_index"] for t in fits] == ["r4_reg0.1_a5_none"]
         page.goto(f"{airflow_server}/dags/music_recsys/runs/{run['dag_run_id']}", wait_until="networkidle")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from music_recsys.config import TrialSpec
 from music_recsys.pipeline import prepare
 
 
@@ -70,3 +71,33 @@ def test_plan_is_saved_with_the_validated_config(dated_drops):
 def test_template_escaping_the_root_is_still_refused(dated_drops):
     with pytest.raises(ValueError, match="outside the allowed roots"):
         prepare(_params(), "manual__y", render=lambda text: text.replace("{{ ds }}", "../../.."))
+
+
+IDS = ["r5_reg0.1_a1_none", "r5_reg0.1_a10_none", "r5_reg0.1_a1_log1p", "r5_reg0.1_a10_log1p"]
+
+
+@pytest.mark.parametrize(
+    ("fits_per_task", "labels", "points"),
+    [
+        (1, IDS, [1, 1, 1, 1]),
+        (3, [f"{IDS[0]}..{IDS[2]}", IDS[3]], [3, 1]),
+        (50, [f"{IDS[0]}..{IDS[3]}"], [4]),
+    ],
+)
+def test_fit_tasks_pack_grid_points(dated_drops, fits_per_task, labels, points):
+    plan = prepare(
+        _params(alphas=[1.0, 10.0], fits_per_task=fits_per_task),
+        "manual__pack",
+        render=lambda text: text.replace("{{ ds }}", "2026-01-05"),
+    )
+    tasks = plan["fit_kwargs"]
+    assert [t["trial_id"] for t in plan["trials"]] == IDS
+    assert [t["grid_point"] for t in tasks] == labels
+    assert [t["application_args"].count("--trial") for t in tasks] == points
+    # Every grid point is fitted exactly once, in plan order.
+    argvs = [t["application_args"] for t in tasks]
+    specs = [argv[i + 1] for argv in argvs for i, a in enumerate(argv) if a == "--trial"]
+    assert [TrialSpec.parse(s).trial_id for s in specs] == IDS
+    # Task summaries never overwrite a grid point's own result.
+    results = [t["result_path"] for t in tasks]
+    assert len(set(results)) == len(tasks) and not set(results) & {t["result"] for t in plan["trials"]}

@@ -1,0 +1,97 @@
+"""The fit job: several grid points in one Spark application, a failing point recorded without stopping
+the others, and a retry that keeps finished points instead of refitting them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from jobs import fit_als
+from music_recsys import constants as C
+from music_recsys.artifacts import RunLayout, read_json
+from music_recsys.config import TrialSpec
+
+pytestmark = pytest.mark.spark
+
+N_USERS, N_ITEMS = 60, 40
+
+
+@pytest.fixture(scope="module")
+def indexed_train(spark, tmp_path_factory):
+    """Indexed train play counts: every user plays 8 of 40 items, counts 1..5."""
+    rng = np.random.default_rng(3)
+    rows = [
+        (u, int(i), int(rng.integers(1, 6))) for u in range(N_USERS) for i in rng.choice(N_ITEMS, size=8, replace=False)
+    ]
+    path = tmp_path_factory.mktemp("fit") / "train"
+    spark.createDataFrame(rows, [C.USER_IDX, C.ITEM_IDX, C.COUNT]).write.parquet(str(path))
+    return str(path)
+
+
+def _argv(train, run_dir, trials, result):
+    argv = ["--train", train, "--run-dir", str(run_dir), "--drop-threshold", "3", "--max-iter", "3"]
+    argv += ["--seed", "7", "--result", str(result)]
+    for spec in trials:
+        argv += ["--trial", str(spec)]
+    return argv
+
+
+def _args(train, run_dir, trials, result):
+    return vars(fit_als.parse_args(_argv(train, run_dir, trials, result)))
+
+
+def test_several_grid_points_in_one_application(spark, indexed_train, tmp_path):
+    specs = [TrialSpec(3, 0.1, 1.0, "none"), TrialSpec(5, 0.5, 10.0, "log1p")]
+    summary = fit_als.run(spark, **_args(indexed_train, tmp_path, specs, tmp_path / "task.json"))
+    layout = RunLayout(tmp_path)
+    assert summary["failed"] == [] and list(summary["trials"]) == [s.trial_id for s in specs]
+    for spec in specs:
+        result = read_json(layout.trial_result(spec.trial_id))
+        assert result["status"] == "success" and result["rank"] == spec.rank and result["alpha"] == spec.alpha
+        assert result["n_ratings"] == N_USERS * 8 and result["fit_seconds"] > 0
+        items = np.load(layout.trial_dir(spec.trial_id) / "item_factors.npy")
+        assert items.shape == (N_ITEMS, spec.rank) and np.all(items >= 0) and np.abs(items).sum() > 0
+    assert json.loads((tmp_path / "task.json").read_text()) == summary
+
+
+def test_a_failing_point_is_recorded_and_a_retry_keeps_the_finished_one(spark, indexed_train, tmp_path):
+    good, bad = TrialSpec(3, 0.1, 1.0, "none"), TrialSpec(3, 0.1, 1.0, "drop")
+    kwargs = _args(indexed_train, tmp_path, [bad, good], tmp_path / "task.json")
+    kwargs["drop_threshold"] = 100  # every count is <= 100: the drop transform leaves nothing
+    with pytest.raises(RuntimeError, match=r"1 of 2 grid points failed: .*leaves no training rows"):
+        fit_als.run(spark, **kwargs)
+    layout = RunLayout(tmp_path)
+    assert read_json(layout.trial_result(bad.trial_id))["status"] == "failed"
+    assert read_json(layout.trial_result(good.trial_id))["status"] == "success"
+    first_fit = read_json(layout.trial_result(good.trial_id))["fit_seconds"]
+
+    with pytest.raises(RuntimeError):  # the retry: the good point is kept, the bad one tried again
+        fit_als.run(spark, **kwargs)
+    summary = read_json(tmp_path / "task.json")
+    assert summary["kept_from_earlier_attempt"] == [good.trial_id] and summary["failed"] == [bad.trial_id]
+    assert read_json(layout.trial_result(good.trial_id))["fit_seconds"] == first_fit
+
+
+def test_unconstrained_factors_on_request(spark, indexed_train, tmp_path):
+    spec = TrialSpec(5, 0.1, 10.0, "none")
+    kwargs = _args(indexed_train, tmp_path, [spec], tmp_path / "task.json")
+    assert kwargs["nonnegative"] is True  # the seed's default
+    kwargs = vars(
+        fit_als.parse_args([*_argv(indexed_train, tmp_path, [spec], tmp_path / "task.json"), "--no-nonnegative"])
+    )
+    fit_als.run(spark, **kwargs)
+    layout = RunLayout(tmp_path)
+    assert read_json(layout.trial_result(spec.trial_id))["nonnegative"] is False
+    assert np.load(layout.trial_dir(spec.trial_id) / "item_factors.npy").min() < 0
+
+
+def test_trial_spec_round_trips_through_the_command_line():
+    spec = TrialSpec(20, 0.01, 40.0, "log1p_drop")
+    assert str(spec) == "20,0.01,40.0,log1p_drop"
+    assert TrialSpec.parse(str(spec)) == spec and spec.trial_id == "r20_reg0.01_a40_log1p_drop"
+    with pytest.raises(ValueError, match="transform must be one of"):
+        TrialSpec.parse("20,0.01,40,sqrt")
+    with pytest.raises(ValueError, match="expected RANK,REG_PARAM,ALPHA,TRANSFORM"):
+        TrialSpec.parse("20,0.01")
