@@ -140,8 +140,8 @@ def main(
             )
 
 
-if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_fit_arguments(p: argparse.ArgumentParser) -> None:
+    """Data set and ALS settings shared by the ALS benchmarks (defaults: the 1M-row comparison set)."""
     p.add_argument("--users", type=int, default=25_000)
     p.add_argument("--items", type=int, default=20_000)
     p.add_argument("--mean-tracks", type=float, default=38.0)
@@ -150,8 +150,13 @@ if __name__ == "__main__":
     p.add_argument("--alpha", type=float, default=10.0)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    p.add_argument("--blocks", type=int, default=os.cpu_count() or 2, help="Spark ALS user/item blocks")
     p.add_argument("--k", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-write", dest="write", action="store_false")
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_fit_arguments(p)
+    p.add_argument("--blocks", type=int, default=os.cpu_count() or 2, help="Spark ALS user/item blocks")
     main(**vars(p.parse_args()))

@@ -28,7 +28,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.als_fit import implicit_fit, indexed, validation_map  # noqa: E402
+from bench.als_fit import add_fit_arguments, implicit_fit, indexed, validation_map  # noqa: E402
+from music_recsys import constants as C  # noqa: E402
+from music_recsys.als import build_als  # noqa: E402
 from music_recsys.datagen import GeneratorConfig, generate  # noqa: E402
 from music_recsys.spark import JAVA_OPTIONS, LOCAL_DEFAULTS  # noqa: E402
 
@@ -71,7 +73,6 @@ def spark_variant(
     repeats: int,
 ) -> dict:
     """Runs in a child process: one Spark session, warm-up fit, timed fit."""
-    from pyspark.ml.recommendation import ALS
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -87,31 +88,17 @@ def spark_variant(
     spark.sparkContext.setCheckpointDir(str(REPO / "data" / "bench-checkpoints"))
     import pandas as pd
 
-    frame = pd.DataFrame({"user_idx": tu.astype("int32"), "item_idx": ti.astype("int32"), "rating": counts})
+    frame = pd.DataFrame({C.USER_IDX: tu.astype("int32"), C.ITEM_IDX: ti.astype("int32"), C.RATING: counts})
     ratings = spark.createDataFrame(frame).repartition(threads).cache()
     ratings.count()
     over = dict(als_over)
     blocks = over.pop("blocks", threads)
     collect = over.pop("collect", "rows")
-    params = {"checkpointInterval": 5, "nonnegative": True, **over}
 
     def fit(max_iter: int):
-        als = ALS(
-            numUserBlocks=blocks,
-            numItemBlocks=blocks,
-            rank=rank,
-            regParam=reg,
-            alpha=alpha,
-            maxIter=max_iter,
-            seed=seed,
-            implicitPrefs=True,
-            coldStartStrategy="drop",
-            userCol="user_idx",
-            itemCol="item_idx",
-            ratingCol="rating",
-            **params,
-        )
-        model = als.fit(ratings)
+        # The fit job's ALS as it was before tuning (NNLS, Spark's default storage), then the variant.
+        als = build_als(rank, reg, alpha, max_iter, seed, blocks, nonnegative=True, storage_level="MEMORY_AND_DISK")
+        model = als.setParams(**over).fit(ratings)
         users, items = np.zeros((n_users, rank), np.float32), np.zeros((n_items, rank), np.float32)
         for frame_, out in ((model.userFactors, users), (model.itemFactors, items)):
             if collect == "arrow":
@@ -207,17 +194,7 @@ def main(
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--users", type=int, default=25_000)
-    p.add_argument("--items", type=int, default=20_000)
-    p.add_argument("--mean-tracks", type=float, default=38.0)
-    p.add_argument("--rank", type=int, default=20)
-    p.add_argument("--reg", type=float, default=0.1)
-    p.add_argument("--alpha", type=float, default=10.0)
-    p.add_argument("--iters", type=int, default=10)
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    p.add_argument("--k", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
+    add_fit_arguments(p)
     p.add_argument("--repeats", type=int, default=3, help="timed fits per variant; the best is reported")
     p.add_argument("--only", nargs="*", help="variant names to run (default: all)")
-    p.add_argument("--no-write", dest="write", action="store_false")
     main(**vars(p.parse_args()))

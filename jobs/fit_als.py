@@ -9,7 +9,6 @@ removed from train have zero rows) for evaluation and the search stage, and
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import traceback
 
@@ -17,7 +16,7 @@ import numpy as np
 
 from music_recsys import constants as C
 from music_recsys.als import apply_transform, build_als
-from music_recsys.artifacts import RunLayout, save_npy, write_json
+from music_recsys.artifacts import RunLayout, read_json, save_npy, write_json
 from music_recsys.config import TrialSpec
 from music_recsys.spark import get_spark
 
@@ -103,12 +102,13 @@ def fit_trial(
     return report
 
 
-def finished(layout: RunLayout, spec: TrialSpec) -> bool:
-    """This grid point already has factors from an earlier attempt of the same run."""
+def earlier_success(layout: RunLayout, spec: TrialSpec) -> dict | None:
+    """The result of an earlier attempt of the same run that already fitted this grid point, if any."""
     path = layout.trial_result(spec.trial_id)
     if not path.exists() or not (layout.trial_dir(spec.trial_id) / "item_factors.npy").exists():
-        return False
-    return json.loads(path.read_text()).get("status") == "success"
+        return None
+    report = read_json(path)
+    return report if report.get("status") == "success" else None
 
 
 def run(
@@ -137,9 +137,8 @@ def run(
     summary: dict = {"trials": {}, "kept_from_earlier_attempt": [], "failed": []}
     try:
         for spec in specs:
-            if finished(layout, spec):
+            if (report := earlier_success(layout, spec)) is not None:
                 summary["kept_from_earlier_attempt"].append(spec.trial_id)
-                report = json.loads(layout.trial_result(spec.trial_id).read_text())
             else:
                 report = fit_trial(
                     spark, indexed, shape, spec, layout, drop_threshold, max_iter, seed, num_blocks, nonnegative
