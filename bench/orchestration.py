@@ -1,20 +1,23 @@
-"""Benchmark: the whole DAG on a real scheduler vs the seed's way (one Spark session looping over the
+"""Benchmark: the whole DAG on a real scheduler vs the study's way (one Spark session looping over the
 grid in one script), same data, same grid, same job code, measured side by side in one run.
 
 DAG variants run on api-server + scheduler (LocalExecutor) + dag-processor on loopback, PostgreSQL
 metadata, fit tasks limited to ``--parallel-fits`` at a time (default: the cores):
-  - one fit task per grid point (the default, ``fits_per_task=1``);
-  - the grid packed into one fit task per parallel slot (``fits_per_task = ceil(points / parallel)``);
+  - ``submit``: one fit task per grid point, every stage a spark-submit (the default mode);
+  - ``packed``: the grid packed into one fit task per parallel slot (``fits_per_task``), spark-submit;
+  - ``connect``: one fit task per grid point, every stage a client of one Spark Connect server (started
+    before the run, from the installed pyspark, ``local[*]``: a warm Spark shared by the tasks);
   - optionally (``--embedded``) the embedded default of ``make demo``: ``dag.test()``, tasks in sequence.
-The seed-style side calls the jobs' ``run`` functions in one session: ingest, index, every fit, evaluate.
-Default grid: the seed's 27 points (transform none) on the demo data set.
+The study-style side calls the jobs' ``run`` functions in one session: ingest, index, every fit, evaluate.
+Default grid: the study's 27 points (transform none) on the demo data set.
 
-    .venv/bin/python bench/orchestration.py
+    .venv/bin/python bench/orchestration.py [--variants submit packed connect]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import platform
@@ -27,14 +30,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from music_recsys.demo import airflow_env  # noqa: E402
+from harness.airflow import local_airflow, run_dag_summary  # noqa: E402
+from harness.services import Databases, connect_server, free_port  # noqa: E402
+from music_recsys.demo import demo_env  # noqa: E402
 
 
 def seed_style(conf: dict, run_id: str) -> float:
-    """All stages in one Spark session, looping over the grid like the seed's full-script.py."""
+    """All stages in one Spark session, looping over the grid like the study's full-script.py."""
     from jobs import evaluate, fit_als, index_ids, ingest
-    from music_recsys.pipeline import prepare
     from music_recsys.spark import get_spark
+    from music_recsys.tasks import prepare
 
     started = time.perf_counter()
     plan = prepare(conf, run_id)
@@ -49,44 +54,23 @@ def seed_style(conf: dict, run_id: str) -> float:
     return time.perf_counter() - started
 
 
-def _metadata_db() -> tuple[str | None, object]:
-    """A throw-away PostgreSQL database for Airflow's metadata (SQLite when PostgreSQL is not reachable)."""
-    try:
-        import psycopg2
-
-        admin = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres", connect_timeout=5)
-    except Exception:
-        return None, None
-    admin.autocommit = True
-    name = f"recsys_bench_{int(time.time())}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with admin.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.close()
-
-    return f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}", drop
-
-
-def scheduled_runs(conf: dict, variants: dict[str, dict], parallel: int) -> dict[str, dict]:
-    """Each variant's conf as one run on a local scheduler, one after another; wall seconds per run."""
-    from music_recsys.local_airflow import local_airflow
-
-    url, drop = _metadata_db()
-    extra = {"RECSYS_MAX_PARALLEL_FITS": str(parallel), "RECSYS_START_DATE": "2100-01-01", "RECSYS_RETRIES": "0"}
-    if url:
-        extra["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = url
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def scheduled_runs(conf: dict, variants: dict[str, dict], parallel: int, extra_env: dict[str, str]) -> dict:
+    """Each variant's conf as one run on a fresh local scheduler stack, one after another; seconds per run."""
+    extra = {
+        "RECSYS_MAX_PARALLEL_FITS": str(parallel),
+        "RECSYS_START_DATE": "2100-01-01",
+        "RECSYS_RETRIES": "0",
+        **extra_env,
+    }
+    databases = None
+    with contextlib.suppress(Exception):
+        databases = Databases()
+        extra["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = databases.create().replace(
+            "postgresql://", "postgresql+psycopg2://"
+        )
     out: dict[str, dict] = {}
     try:
-        with local_airflow(Path(tempfile.mkdtemp(prefix="bench-airflow-")), port, extra) as airflow:
+        with local_airflow(Path(tempfile.mkdtemp(prefix="bench-airflow-")), free_port(), extra) as airflow:
             airflow.unpause()
             for i, (name, over) in enumerate(variants.items()):
                 started = time.perf_counter()
@@ -98,8 +82,8 @@ def scheduled_runs(conf: dict, variants: dict[str, dict], parallel: int) -> dict
                 out[name] = {"run_id": run_id, "seconds": span.total_seconds(), "wall": time.perf_counter() - started}
                 print(name, out[name], flush=True)
     finally:
-        if drop:
-            drop()
+        if databases:
+            databases.drop_all()
     return out
 
 
@@ -114,42 +98,55 @@ def best_point(run_id: str) -> str:
     return f"{best} {row['map']:.4f}"
 
 
-def main(data: str, transforms: list[str], parallel_fits: int, embedded: bool, write: bool) -> None:
-    env = airflow_env()
+def main(data: str, transforms: list[str], parallel_fits: int, variants: list[str], embedded: bool, write: bool):
+    env = demo_env()
     os.environ.update(env)
     conf = {
         "train_path": f"{data}/train.parquet",
         "validation_path": f"{data}/validation.parquet",
         "test_path": f"{data}/test.parquet",
         "transforms": transforms,
+        # Every variant reads the same drop: the data check has nothing to compare, no model is promoted.
+        "on_data_drift": "warn",
+        "promote": False,
     }
     from music_recsys.config import RunConfig
 
     n_fits = len(RunConfig.from_params(conf).trials())
     packed = math.ceil(n_fits / parallel_fits)
-    variants = {
-        f"DAG on a scheduler, one task per grid point, {parallel_fits} fits at a time": {"fits_per_task": 1},
-        f"DAG on a scheduler, {packed} grid points per task, {parallel_fits} tasks at a time": {
-            "fits_per_task": packed
-        },
+    names = {
+        "submit": f"DAG on a scheduler, spark-submit, one task per grid point, {parallel_fits} fits at a time",
+        "packed": f"DAG on a scheduler, spark-submit, {packed} grid points per task, {parallel_fits} tasks at a time",
+        "connect": f"DAG on a scheduler, Spark Connect, one task per grid point, {parallel_fits} fits at a time",
     }
-    rows = {name: (r["seconds"], r["run_id"]) for name, r in scheduled_runs(conf, variants, parallel_fits).items()}
+    rows: dict[str, tuple[float, str]] = {}
+    submit_variants = {names[v]: {"fits_per_task": packed if v == "packed" else 1} for v in variants if v != "connect"}
+    if submit_variants:
+        for name, r in scheduled_runs(conf, submit_variants, parallel_fits, {}).items():
+            rows[name] = (r["seconds"], r["run_id"])
+    if "connect" in variants:
+        with connect_server(Path(tempfile.mkdtemp(prefix="bench-connect-")), cores=os.cpu_count() or 2) as server:
+            runs = scheduled_runs(
+                conf, {names["connect"]: {"fits_per_task": 1}}, parallel_fits,
+                {"AIRFLOW_CONN_SPARK_DEFAULT": server.connection()},
+            )  # fmt: skip
+        for name, r in runs.items():
+            rows[name] = (r["seconds"], r["run_id"])
     if embedded:
         import subprocess
-
-        from music_recsys.demo import run_dag
 
         migrate = [sys.executable, "-m", "airflow", "db", "migrate"]
         subprocess.run(migrate, check=True, env=env, stdout=subprocess.DEVNULL)
         started = time.perf_counter()
-        summary = run_dag(conf)
+        summary = run_dag_summary(conf)
         rows["DAG embedded (`make demo`: dag.test, tasks in sequence)"] = (
             time.perf_counter() - started,
             summary["run_id"],
         )
     loop_id = f"bench_seed_style_{int(time.time())}"
-    rows["one Spark session looping over the grid (seed style)"] = (seed_style(conf, loop_id), loop_id)
-    loop_s = rows["one Spark session looping over the grid (seed style)"][0]
+    loop_name = "one Spark session looping over the grid (study style)"
+    rows[loop_name] = (seed_style(conf, loop_id), loop_id)
+    loop_s = rows[loop_name][0]
     lines = [
         "| variant | fits | seconds | vs one-session loop | best point, val MAP |",
         "|---|---|---|---|---|",
@@ -163,9 +160,10 @@ def main(data: str, transforms: list[str], parallel_fits: int, embedded: bool, w
         with (REPO / "bench" / "RESULTS.md").open("a") as fh:
             fh.write(
                 f"\n### Orchestration: DAG vs one-session loop — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
-                f"{platform.machine()}, {os.cpu_count()} cpus; Spark local[*]; data `{data}`; grid = the seed's "
+                f"{platform.machine()}, {os.cpu_count()} cpus; Spark local[*]; data `{data}`; grid = the study's "
                 f"27 points × transforms {transforms}; scheduler runs: LocalExecutor, PostgreSQL metadata, "
-                "seconds = the run's start to end as Airflow recorded them.\n\n" + "\n".join(lines) + "\n"
+                "seconds = the run's start to end as Airflow recorded them; the Spark Connect server was started "
+                "just before its run (no warm-up run).\n\n" + "\n".join(lines) + "\n"
             )
 
 
@@ -174,6 +172,13 @@ if __name__ == "__main__":
     p.add_argument("--data", default="msd_like", help="folder under RECSYS_DATA_ROOT with train/validation/test")
     p.add_argument("--transforms", nargs="+", default=["none"], help="grid transforms")
     p.add_argument("--parallel-fits", type=int, default=os.cpu_count() or 2, help="fit tasks at a time")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        choices=["submit", "packed", "connect"],
+        default=["submit", "packed", "connect"],
+        help="DAG variants on a scheduler",
+    )
     p.add_argument("--embedded", action="store_true", help="also time the embedded default (dag.test)")
     p.add_argument("--no-write", dest="write", action="store_false", help="do not append to bench/RESULTS.md")
     main(**vars(p.parse_args()))

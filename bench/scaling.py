@@ -2,7 +2,8 @@
 
 Generates MSD-like data at each size (users scale, tracks grow more slowly), runs DAG music_recsys
 with one grid point (rank 20, regParam 0.1, alpha 10, transform none) and reads each task's wall
-time from the metadata DB; appends a table to bench/RESULTS.md.
+time from the metadata DB, and what the run weighs on disk (all of it, and what retention keeps once the
+run is among the old ones); appends a table to bench/RESULTS.md.
 
     .venv/bin/python bench/scaling.py --sizes 100000 1000000 10000000
 """
@@ -21,7 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from music_recsys.demo import airflow_env  # noqa: E402
+from harness.airflow import run_dag_summary  # noqa: E402
+from music_recsys.demo import demo_env  # noqa: E402
 
 STAGES = ("ingest", "index", "fit", "evaluate", "fast_search")
 
@@ -46,12 +48,12 @@ def task_seconds(dag_id: str, run_id: str) -> dict[str, float]:
 
 
 def main(sizes: list[int], write: bool) -> None:
-    env = airflow_env()
+    env = demo_env()
     os.environ.update(env)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, env=env, stdout=subprocess.DEVNULL)
-    from music_recsys.artifacts import read_json
+    from music_recsys.artifacts import RunLayout, read_json
     from music_recsys.config import run_dir
-    from music_recsys.demo import run_dag
+    from music_recsys.retention import bulky_paths, folder_bytes
 
     root = Path(env["RECSYS_DATA_ROOT"])
     lines = []
@@ -92,17 +94,22 @@ def main(sizes: list[int], write: bool) -> None:
             "annoy_trees": [10],
             "annoy_search_k": [10000],
             "annoy_max_queries": 500,
+            "on_data_drift": "warn",  # each size is a different data set, not a weekly drop
+            "promote": False,
         }
         started = time.perf_counter()
-        summary = run_dag(conf)
+        summary = run_dag_summary(conf)
         total = time.perf_counter() - started
         seconds = task_seconds("music_recsys", summary["run_id"])
         rows = read_json(run_dir(summary["run_id"]) / "results" / "ingest.json")["splits"]["train"]["rows_written"]
         fit = read_json(next((run_dir(summary["run_id"]) / "results" / "fit").glob("*.json")))
         per = " | ".join(f"{seconds.get(s, 0):.0f} ({seconds.get(s, 0) / rows * 1e6:.1f})" for s in STAGES)
+        layout = RunLayout(run_dir(summary["run_id"]))
+        weight = folder_bytes(layout.root)
+        kept = weight - sum(folder_bytes(p) for p in bulky_paths(layout))
         line = (
             f"| {rows:,} | {shape['users']:,} × {shape['items']:,} | {per} | {fit['fit_seconds']:.1f} | "
-            f"{total:.0f} | {summary['best_validation']['map']:.4f} |"
+            f"{total:.0f} | {summary['best_validation']['map']:.4f} | {weight / 1e6:.1f} ({kept / 1e6:.1f}) |"
         )
         print(line, flush=True)
         lines.append(line)
@@ -112,9 +119,14 @@ def main(sizes: list[int], write: bool) -> None:
                 f"\n### Scaling: DAG stages by data size — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
                 f"{platform.machine()}, {os.cpu_count()} cpus, Spark local[*]; one grid point (rank 20, "
                 "regParam 0.1, alpha 10, 10 iterations), k = 500. Each stage: task wall seconds (µs per train "
-                "interaction), spark-submit start included.\n\n"
+                "interaction), spark-submit start included. Run MB: the run folder on disk (what retention keeps "
+                "of it once it is old).\n\n"
                 "| train rows | users × tracks | " + " | ".join(STAGES) + " | ALS fit s (inside fit) | "
-                "DAG s | val MAP |\n|---|---|" + "---|" * (len(STAGES) + 3) + "\n" + "\n".join(lines) + "\n"
+                "DAG s | val MAP | run MB (kept) |\n|---|---|"
+                + "---|" * (len(STAGES) + 4)
+                + "\n"
+                + "\n".join(lines)
+                + "\n"
             )
 
 

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import argparse
 import time
-import traceback
 
 import numpy as np
 
 from music_recsys import constants as C
+from music_recsys import job
 from music_recsys.als import apply_transform, build_als
 from music_recsys.artifacts import RunLayout, read_json, save_npy, write_json
 from music_recsys.config import TrialSpec
-from music_recsys.spark import get_spark
+from music_recsys.job import InputError
+from music_recsys.spark import default_parallelism, set_checkpoint_dir
 
 
 def factors_matrix(rows: list, n: int, rank: int) -> np.ndarray:
@@ -52,20 +53,17 @@ def fit_trial(
     }
     out_dir = layout.trial_dir(trial_id)
     result = layout.trial_result(trial_id)
-    # Without a checkpoint dir, ALS ignores checkpointInterval and lineage grows unbounded.
-    spark.sparkContext.setCheckpointDir(str(layout.trial_checkpoints(trial_id)))
+    set_checkpoint_dir(spark, str(layout.trial_checkpoints(trial_id)))
     ratings = None
     try:
         ratings = apply_transform(indexed, spec.transform, drop_threshold).cache()
         n_ratings = ratings.count()
         if n_ratings == 0:
-            raise ValueError(
+            raise InputError(
                 f"transform {spec.transform!r} with drop_threshold={drop_threshold} leaves no training rows"
             )
         started = time.perf_counter()
-        # 0 = one block per core Spark gives us (local: the machine's cores; cluster: executor cores).
-        blocks = num_blocks or spark.sparkContext.defaultParallelism
-        als = build_als(spec.rank, spec.reg_param, spec.alpha, max_iter, seed, blocks, nonnegative=nonnegative)
+        als = build_als(spec.rank, spec.reg_param, spec.alpha, max_iter, seed, num_blocks, nonnegative=nonnegative)
         model = als.fit(ratings)
         # Factors are computed lazily; materialise them inside the timed section.
         users_with_factors = model.userFactors.count()
@@ -84,17 +82,12 @@ def fit_trial(
             "n_items": n_items,
             "users_with_factors": users_with_factors,
             "items_with_factors": len(item_rows),
-            "num_blocks": blocks,
+            "num_blocks": num_blocks,
             "out_dir": str(out_dir),
         }
     except Exception as exc:
         # Record why this grid point failed so evaluation can label it.
-        report = {
-            **params,
-            "status": "failed",
-            "error": f"{type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc(),
-        }
+        report = {**params, **job.failure_result(exc)}
     finally:
         if ratings is not None:
             ratings.unpersist()
@@ -134,6 +127,8 @@ def run(
     indexed = spark.read.parquet(train).cache()
     size = indexed.agg(F.max(C.USER_IDX).alias("u"), F.max(C.ITEM_IDX).alias("i")).first()
     shape = (size["u"] + 1, size["i"] + 1)
+    # 0 = one ALS block per core Spark gives the job (local: the machine's cores; cluster: executor cores).
+    num_blocks = num_blocks or default_parallelism(spark)
     summary: dict = {"trials": {}, "kept_from_earlier_attempt": [], "failed": []}
     try:
         for spec in specs:
@@ -144,7 +139,7 @@ def run(
                     spark, indexed, shape, spec, layout, drop_threshold, max_iter, seed, num_blocks, nonnegative
                 )
             summary["trials"][spec.trial_id] = {
-                key: report.get(key) for key in ("status", "fit_seconds", "n_ratings", "error")
+                key: report.get(key) for key in ("status", "fit_seconds", "n_ratings", "error", "retryable")
             }
             if report["status"] != "success":
                 summary["failed"].append(spec.trial_id)
@@ -153,16 +148,11 @@ def run(
     write_json(result, summary)
     if summary["failed"]:
         errors = {t: summary["trials"][t]["error"] for t in summary["failed"]}
-        raise RuntimeError(f"{len(errors)} of {len(specs)} grid points failed: {errors}")
+        message = f"{len(errors)} of {len(specs)} grid points failed: {errors}"
+        if all(summary["trials"][t]["retryable"] is False for t in summary["failed"]):
+            raise InputError(message)  # a retry would refit nothing that can succeed
+        raise RuntimeError(message)
     return summary
-
-
-def main(**kwargs) -> dict:
-    spark = get_spark(f"music_recsys.fit.{TrialSpec.parse(kwargs['trials'][0]).trial_id}")
-    try:
-        return run(spark, **kwargs)
-    finally:
-        spark.stop()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -184,7 +174,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--nonnegative",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="non-negative factors (NNLS, as in the seed); --no-nonnegative: unconstrained Cholesky solves",
+        help="non-negative factors (NNLS, as in the study); --no-nonnegative: unconstrained Cholesky solves",
     )
     p.add_argument(
         "--num-blocks",
@@ -197,4 +187,4 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    main(**vars(parse_args()))
+    job.main(run, parse_args)

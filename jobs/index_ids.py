@@ -8,10 +8,11 @@ so recommendations can be mapped back to the original ids.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from music_recsys import constants as C
+from music_recsys import job
 from music_recsys.artifacts import write_json
-from music_recsys.spark import get_spark
 
 
 def run(spark, ingest_dir: str, out_dir: str, result: str) -> dict:
@@ -41,18 +42,26 @@ def run(spark, ingest_dir: str, out_dir: str, result: str) -> dict:
             "rows_indexed": rows_out,
             "rows_skipped": rows_in - rows_out,
         }
-    report["n_users"] = len(indexer.labelsArray[0])
-    report["n_items"] = len(indexer.labelsArray[1])
+    users, tracks = indexer.labelsArray
+    report["n_users"], report["n_items"] = len(users), len(tracks)
+    report["labels"] = {
+        "users": write_labels(users, Path(out_dir) / "labels" / "users.parquet"),
+        "tracks": write_labels(tracks, Path(out_dir) / "labels" / "tracks.parquet"),
+    }
     write_json(result, report)
     return report
 
 
-def main(**kwargs) -> dict:
-    spark = get_spark("music_recsys.index")
-    try:
-        return run(spark, **kwargs)
-    finally:
-        spark.stop()
+def write_labels(labels: list[str], path: Path) -> str:
+    """Index -> id as a one-column parquet file (row i is the id of index i), written atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(pa.table({"id": pa.array(labels, pa.string())}), tmp)
+    tmp.replace(path)
+    return str(path)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,4 +73,4 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    main(**vars(parse_args()))
+    job.main(run, parse_args)

@@ -1,8 +1,10 @@
-"""Ingest: read train/validation/test play counts, validate, downsample, write parquet.
+"""Ingest: read train/validation/test play counts, validate, profile, downsample, write parquet.
 
 Keeps every hold-out user (anyone in validation or test) and samples the other train users by
 ``--sample-fraction`` with a seeded hash of the user id, so the sample does not depend on how Spark
-partitions the data. Rejected rows go to ``<out-dir>/quarantine/<split>`` with their reason.
+partitions the data. Rejected rows go to ``<out-dir>/quarantine/<split>`` with their reason. Each split's
+profile (rows, users, tracks, plays, count distribution; ``music_recsys.datacheck``) is in the result,
+and train's hashed user and track ids go to ``<out-dir>/ids`` for the next run's data check.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import argparse
 
 from music_recsys import constants as C
+from music_recsys import job
 from music_recsys.artifacts import write_json
+from music_recsys.datacheck import hashed_ids, profile
 from music_recsys.interactions import clean
-from music_recsys.spark import get_spark
+from music_recsys.job import InputError
 
 
 def run(
@@ -28,60 +32,65 @@ def run(
 ) -> dict:
     from pyspark.sql import functions as F
 
-    report: dict = {"splits": {}, "sample_fraction": sample_fraction, "seed": seed}
-    frames = {}
+    report: dict = {"splits": {}, "sample_fraction": sample_fraction, "seed": seed, "ids_dir": f"{out_dir}/ids"}
+    sampling = sample_fraction < 1.0
     for split, path in zip(C.SPLITS, (train, validation, test), strict=True):
         kept, rejected, split_report = clean(spark, path)
         fraction = split_report["rows_rejected"] / split_report["rows_read"]
         if fraction > max_reject_fraction:
-            raise ValueError(
+            raise InputError(
                 f"{path}: {split_report['rows_rejected']:,} of {split_report['rows_read']:,} rows rejected "
                 f"({fraction:.2%} > max_reject_fraction {max_reject_fraction:.2%}): "
                 f"{split_report['rejected_by_reason']}. Fix the file or raise max_reject_fraction"
             )
         if split_report["rows_rejected"]:
             rejected.write.mode("overwrite").parquet(f"{out_dir}/quarantine/{split}")
-        frames[split] = kept
-        report["splits"][split] = split_report
-
-    holdout = frames["validation"].select(C.USER_ID).union(frames["test"].select(C.USER_ID)).distinct()
-    report["holdout_users"] = holdout.count()
-    report["train_users_before_sample"] = frames["train"].select(C.USER_ID).distinct().count()
-    holdout = holdout.withColumn("_holdout", F.lit(True))
-    train = frames["train"].join(F.broadcast(holdout), C.USER_ID, "left")
-    bucket = F.pmod(F.xxhash64(F.col(C.USER_ID), F.lit(seed)), F.lit(1_000_000)) / 1_000_000.0
-    sampled = train.filter(F.col("_holdout").isNotNull() | (bucket < F.lit(sample_fraction))).drop("_holdout")
-    frames["train"] = sampled
-
-    for split, frame in frames.items():
-        # Sorted output makes every downstream stage see the same row order (ALS needs determinism).
-        frame = frame.repartition(4, C.USER_ID).sortWithinPartitions(C.USER_ID, C.TRACK_ID)
-        frame.write.mode("overwrite").parquet(f"{out_dir}/{split}")
-        written = spark.read.parquet(f"{out_dir}/{split}")
-        stats = written.agg(
-            F.count("*").alias("rows"),
-            F.countDistinct(C.USER_ID).alias("users"),
-            F.countDistinct(C.TRACK_ID).alias("tracks"),
-            F.sum(C.COUNT).alias("plays"),
-        ).first()
-        report["splits"][split].update(
-            {
-                "rows_written": stats["rows"],
-                "users": stats["users"],
-                "tracks": stats["tracks"],
-                "plays": stats["plays"],
-            }
+        # Written once, sorted, so every downstream stage sees the same row order (ALS needs determinism);
+        # the profile and the ids are read from what was written.
+        target = f"{out_dir}/train_full" if split == "train" and sampling else f"{out_dir}/{split}"
+        _write_sorted(kept, target)
+        written = spark.read.parquet(target)
+        split_profile = profile(written)
+        split_report.update(
+            rows_kept=split_profile["rows"],
+            duplicates_merged=split_report["rows_valid"] - split_profile["rows"],
+            profile=split_profile,
+            rows_written=split_profile["rows"],
+            **{key: split_profile[key] for key in ("users", "tracks", "plays")},
         )
+        report["splits"][split] = split_report
+        if split == "train":
+            for column, name in ((C.USER_ID, "users"), (C.TRACK_ID, "tracks")):
+                hashed_ids(written, column).write.mode("overwrite").parquet(f"{report['ids_dir']}/train_{name}")
+    report["train_users_before_sample"] = report["splits"]["train"]["users"]
+
+    if sampling:
+        holdout = (
+            spark.read.parquet(f"{out_dir}/validation")
+            .select(C.USER_ID)
+            .union(spark.read.parquet(f"{out_dir}/test").select(C.USER_ID))
+            .distinct()
+            .withColumn("_holdout", F.lit(True))
+        )
+        bucket = F.pmod(F.xxhash64(F.col(C.USER_ID), F.lit(seed)), F.lit(1_000_000)) / 1_000_000.0
+        sampled = (
+            spark.read.parquet(f"{out_dir}/train_full")
+            .join(F.broadcast(holdout), C.USER_ID, "left")
+            .filter(F.col("_holdout").isNotNull() | (bucket < F.lit(sample_fraction)))
+            .drop("_holdout")
+        )
+        _write_sorted(sampled, f"{out_dir}/train")
+        written = profile(spark.read.parquet(f"{out_dir}/train"))
+        report["splits"]["train"].update(
+            rows_written=written["rows"], **{key: written[key] for key in ("users", "tracks", "plays")}
+        )
+        report["holdout_users"] = holdout.count()
     write_json(result, report)
     return report
 
 
-def main(**kwargs) -> dict:
-    spark = get_spark("music_recsys.ingest")
-    try:
-        return run(spark, **kwargs)
-    finally:
-        spark.stop()
+def _write_sorted(frame, path: str) -> None:
+    frame.repartition(4, C.USER_ID).sortWithinPartitions(C.USER_ID, C.TRACK_ID).write.mode("overwrite").parquet(path)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -108,4 +117,4 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    main(**vars(parse_args()))
+    job.main(run, parse_args)

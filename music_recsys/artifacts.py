@@ -83,7 +83,12 @@ class RunLayout:
 
     @property
     def evaluation_dir(self) -> Path:
+        """Inputs the evaluation job writes for Spark's Python workers (popularity vectors)."""
         return self.root / "evaluation"
+
+    @property
+    def plan(self) -> Path:
+        return self.root / "plan.json"
 
     @property
     def search_dir(self) -> Path:

@@ -1,13 +1,19 @@
-"""Run configuration: the DAG's params as a validated dataclass, the ALS grid, and safe paths.
+"""Run configuration: every DAG param defined once, validated, and the paths a run may read.
+
+Each field of ``RunConfig`` carries its default, its JSON schema (bounds, enums), a description and a
+form section. The DAG builds its ``Param``s from these fields, ``RunConfig.validate`` checks values
+with the same schemas (jsonschema, as Airflow does), and the README's params table is generated from
+them (``music-recsys params``), so the trigger form, the validation and the docs cannot disagree.
 
 Every path a user can pass must resolve inside ``RECSYS_DATA_ROOT`` or one of the colon-separated
-roots in ``RECSYS_INPUT_ROOTS``; every number is bounded; transforms come from a fixed enum. The DAG
-validates here before any Spark job starts.
+roots in ``RECSYS_INPUT_ROOTS``; the DAG validates here before any Spark job starts.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import difflib
 import itertools
 import json
 import os
@@ -17,6 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from music_recsys import constants as C
+from music_recsys.job import InputError
+
+
+class ParamError(InputError):
+    """A param value the run cannot use: retrying with the same params cannot help."""
 
 
 def data_root() -> Path:
@@ -40,9 +51,9 @@ def resolve_input_path(path: str, *, name: str = "path") -> Path:
     check, so neither can escape a root. URI schemes are refused: inputs are local or mounted paths.
     """
     if not isinstance(path, str) or not path.strip():
-        raise ValueError(f"{name}: must be a non-empty path string, got {path!r}")
+        raise ParamError(f"{name}: must be a non-empty path string, got {path!r}")
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path):
-        raise ValueError(
+        raise ParamError(
             f"{name}: {path!r} is a URI; only local paths are accepted. "
             f"Allowed roots: {', '.join(map(str, input_roots()))}"
         )
@@ -52,7 +63,7 @@ def resolve_input_path(path: str, *, name: str = "path") -> Path:
     resolved = candidate.resolve()
     roots = input_roots()
     if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
-        raise ValueError(
+        raise ParamError(
             f"{name}: {path!r} resolves to {resolved}, which is outside the allowed roots "
             f"({', '.join(map(str, roots))}). Move the data under RECSYS_DATA_ROOT or add its "
             f"directory to RECSYS_INPUT_ROOTS (colon-separated)."
@@ -108,95 +119,269 @@ class TrialSpec:
         return cls(int(rank), float(reg_param), float(alpha), transform)
 
 
-def _bounded_list(name: str, values: Any, kind: type, lo: float, hi: float, *, lo_open: bool = False) -> list:
-    if not isinstance(values, list | tuple) or not values:
-        raise ValueError(f"{name}: must be a non-empty list, got {values!r}")
-    out = []
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise ValueError(f"{name}: {v!r} is not a number")
-        if kind is int and float(v) != int(v):
-            raise ValueError(f"{name}: {v!r} is not an integer")
-        v = kind(v)
-        too_low = v <= lo if lo_open else v < lo
-        if too_low or v > hi:
-            bound = f"> {lo}" if lo_open else f">= {lo}"
-            raise ValueError(f"{name}: {v!r} is out of range; values must be {bound} and <= {hi}")
-        out.append(v)
-    return sorted(set(out))
+# --- Param definitions --------------------------------------------------------------------------
+
+SECTIONS = ("Data", "Grid", "Evaluation", "Data checks", "Fast search", "Publishing", "Execution")
+
+
+def _param(default: Any, description: str, section: str, **schema: Any) -> Any:
+    """A RunConfig field that is also a DAG param: default, JSON schema, description, form section."""
+    if section not in SECTIONS:
+        raise ValueError(f"unknown param section {section!r}")
+    metadata = {"schema": schema, "description": description, "section": section}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _grid(default: list, description: str, items: dict, section: str = "Grid") -> Any:
+    return _param(default, description, section, type="array", items=items, minItems=1, uniqueItems=True)
+
+
+def _path(default: str, description: str) -> Any:
+    return _param(default, description, "Data", type="string", minLength=1)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One param as the DAG, the validation and the docs see it."""
+
+    name: str
+    default: Any
+    schema: dict[str, Any]
+    description: str
+    section: str
+
+    @property
+    def is_path(self) -> bool:
+        return self.name in PATH_PARAMS
+
+
+PATH_PARAMS = ("train_path", "validation_path", "test_path")
 
 
 @dataclass
 class RunConfig:
     """Everything one run needs, validated. Field names are the DAG's param names."""
 
-    train_path: str
-    validation_path: str
-    test_path: str
-    ranks: list[int] = field(default_factory=lambda: list(C.DEFAULT_RANKS))
-    reg_params: list[float] = field(default_factory=lambda: list(C.DEFAULT_REG_PARAMS))
-    alphas: list[float] = field(default_factory=lambda: list(C.DEFAULT_ALPHAS))
-    transforms: list[str] = field(default_factory=lambda: list(C.DEFAULT_TRANSFORMS))
-    drop_threshold: int = C.DEFAULT_DROP_THRESHOLD
-    k: int = C.DEFAULT_K
-    sample_fraction: float = 1.0
-    max_iter: int = C.DEFAULT_MAX_ITER
-    seed: int = C.DEFAULT_SEED
-    exclude_seen: bool = True
-    max_reject_fraction: float = 0.01
-    annoy_trees: list[int] = field(default_factory=lambda: list(C.DEFAULT_ANNOY_TREES))
-    annoy_search_k: list[int] = field(default_factory=lambda: list(C.DEFAULT_ANNOY_SEARCH_K))
-    annoy_max_queries: int = 2000
-    annoy_target_recall: float = 0.9
-    fits_per_task: int = 1
-    nonnegative: bool = True
+    train_path: str = _path(
+        "msd_like/train.parquet",
+        "Train play counts: parquet (user_id, count, track_id), MSD triplets TSV or CSV; relative to "
+        "RECSYS_DATA_ROOT or absolute under an allowed root. May hold date templates ({{ ds }}).",
+    )
+    validation_path: str = _path(
+        "msd_like/validation.parquet", "Validation play counts (the rest of the hold-out users' histories)."
+    )
+    test_path: str = _path("msd_like/test.parquet", "Test play counts (hold-out users not in validation).")
+    sample_fraction: float = _param(
+        1.0,
+        "Share of non-hold-out train users kept (hold-out users always kept; the study used 0.2).",
+        "Data",
+        type="number",
+        exclusiveMinimum=0,
+        maximum=1,
+    )
+    max_reject_fraction: float = _param(
+        0.01,
+        "Ingest fails when a file has a larger share of invalid rows (they are quarantined either way).",
+        "Data",
+        type="number",
+        minimum=0,
+        maximum=1,
+    )
+    ranks: list[int] = _grid(
+        list(C.DEFAULT_RANKS), "ALS ranks (latent factors).", {"type": "integer", "minimum": 1, "maximum": 1000}
+    )
+    reg_params: list[float] = _grid(
+        list(C.DEFAULT_REG_PARAMS),
+        "ALS regParam values (scaled by each user's and track's number of ratings, as in Spark).",
+        {"type": "number", "exclusiveMinimum": 0, "maximum": 10000},
+    )
+    alphas: list[float] = _grid(
+        list(C.DEFAULT_ALPHAS),
+        "Implicit confidence scaling: confidence = 1 + alpha * rating.",
+        {"type": "number", "minimum": 0, "maximum": 1000000},
+    )
+    transforms: list[str] = _grid(
+        list(C.DEFAULT_TRANSFORMS),
+        "How play counts become ALS ratings: none, log1p, drop (counts <= drop_threshold removed), log1p_drop.",
+        {"type": "string", "enum": list(C.TRANSFORMS)},
+    )
+    drop_threshold: int = _param(
+        C.DEFAULT_DROP_THRESHOLD,
+        "Counts <= this are removed by the drop transforms.",
+        "Grid",
+        type="integer",
+        minimum=0,
+        maximum=1000000,
+    )
+    max_iter: int = _param(C.DEFAULT_MAX_ITER, "ALS iterations.", "Grid", type="integer", minimum=1, maximum=100)
+    nonnegative: bool = _param(
+        C.DEFAULT_NONNEGATIVE,
+        "Non-negative factors (NNLS solves, as in the study); false = unconstrained Cholesky solves, Spark's "
+        "default. The measurements behind the default: bench/RESULTS.md.",
+        "Grid",
+        type="boolean",
+    )
+    seed: int = _param(
+        C.DEFAULT_SEED, "Random seed of sampling, ALS and Annoy.", "Grid", type="integer", minimum=0, maximum=2**31 - 1
+    )
+    k: int = _param(
+        C.DEFAULT_K,
+        "Recommendations per user (the study used 500).",
+        "Evaluation",
+        type="integer",
+        minimum=1,
+        maximum=10000,
+    )
+    exclude_seen: bool = _param(
+        True, "Exclude tracks the user already played in train from recommendations.", "Evaluation", type="boolean"
+    )
+    selection_metric: str = _param(
+        "map",
+        "Validation metric that picks the best grid point: map, ndcg_at_k, ndcg_graded_at_k (higher is better) "
+        "or mpr (lower is better); ties by ndcg_at_k, then trial id.",
+        "Evaluation",
+        type="string",
+        enum=list(C.SELECTION_METRICS),
+    )
+    on_data_drift: str = _param(
+        "fail",
+        "When a drop's figures cross a threshold against the last good run: fail (stop before any fit) or "
+        "warn (go on, record the verdict, do not promote the model).",
+        "Data checks",
+        type="string",
+        enum=["fail", "warn"],
+    )
+    max_volume_change: float = _param(
+        0.5,
+        "Largest relative change of rows, users, tracks or plays of any split against the last good run.",
+        "Data checks",
+        type="number",
+        exclusiveMinimum=0,
+        maximum=100,
+    )
+    max_new_user_share: float = _param(
+        0.5,
+        "Largest share of train users not seen in the last good run.",
+        "Data checks",
+        type="number",
+        minimum=0,
+        maximum=1,
+    )
+    max_new_track_share: float = _param(
+        0.25,
+        "Largest share of train tracks not seen in the last good run.",
+        "Data checks",
+        type="number",
+        minimum=0,
+        maximum=1,
+    )
+    max_count_shift: float = _param(
+        0.1,
+        "Largest shift of a split's play-count distribution (total variation distance over count buckets).",
+        "Data checks",
+        type="number",
+        minimum=0,
+        maximum=1,
+    )
+    annoy_trees: list[int] = _grid(
+        list(C.DEFAULT_ANNOY_TREES),
+        "Annoy n_trees values.",
+        {"type": "integer", "minimum": 1, "maximum": 1000},
+        section="Fast search",
+    )
+    annoy_search_k: list[int] = _grid(
+        list(C.DEFAULT_ANNOY_SEARCH_K),
+        "Annoy search_k values; -1 = Annoy's default (n_trees * k), 0 is not allowed. Values past an "
+        "exhaustive search are trimmed.",
+        {"type": "integer", "minimum": -1, "maximum": 100000000, "not": {"const": 0}},
+        section="Fast search",
+    )
+    annoy_max_queries: int = _param(
+        2000,
+        "At most this many validation users are the search queries.",
+        "Fast search",
+        type="integer",
+        minimum=1,
+        maximum=1000000,
+    )
+    annoy_target_recall: float = _param(
+        0.9,
+        "Recall@k the Annoy operating point must reach.",
+        "Fast search",
+        type="number",
+        exclusiveMinimum=0,
+        maximum=1,
+    )
+    promote: bool = _param(
+        True,
+        "Promote the run's best model to champion when it passes the gate; false publishes a candidate only.",
+        "Publishing",
+        type="boolean",
+    )
+    min_lift_over_popularity: float = _param(
+        1.1,
+        "The best point's test MAP must be at least this multiple of the popularity baseline's.",
+        "Publishing",
+        type="number",
+        minimum=0,
+        maximum=1000,
+    )
+    max_regression: float = _param(
+        0.05,
+        "Largest relative drop of test MAP below the champion's, when both were measured on the same data.",
+        "Publishing",
+        type="number",
+        minimum=0,
+        maximum=1,
+    )
+    fits_per_task: int = _param(
+        1,
+        "Grid points fitted in one Spark application (one mapped fit task). 1 = a task per point (own retry, "
+        "log and map index); more shares one Spark start and one data read among several points.",
+        "Execution",
+        type="integer",
+        minimum=1,
+        maximum=1024,
+    )
+
+    @classmethod
+    def param_specs(cls) -> list[ParamSpec]:
+        """Every param in form order: name, default, schema, description, section."""
+        specs = []
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            specs.append(
+                ParamSpec(f.name, default, f.metadata["schema"], f.metadata["description"], f.metadata["section"])
+            )
+        return specs
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> RunConfig:
-        """Build from DAG params (extra keys are ignored so the DAG may carry other settings)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        missing = [n for n in ("train_path", "validation_path", "test_path") if not params.get(n)]
-        if missing:
-            raise ValueError(f"params: {', '.join(missing)} must be set (paths under the data root)")
-        config = cls(**{k: v for k, v in params.items() if k in names})
+        """Build from DAG params and validate; an unknown key is refused (a typo would silently use a default)."""
+        specs = {spec.name: spec for spec in cls.param_specs()}
+        unknown = sorted(set(params) - set(specs))
+        if unknown:
+            hints = {n: difflib.get_close_matches(n, specs, n=1) for n in unknown}
+            named = ", ".join(f"{n!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for n, h in hints.items())
+            raise ParamError(f"params: unknown {named}; known params: {', '.join(specs)}")
+        config = cls(**params)
         config.validate()
         return config
 
     def validate(self) -> None:
-        self.train_path = str(resolve_input_path(self.train_path, name="train_path"))
-        self.validation_path = str(resolve_input_path(self.validation_path, name="validation_path"))
-        self.test_path = str(resolve_input_path(self.test_path, name="test_path"))
-        self.ranks = _bounded_list("ranks", self.ranks, int, 1, 1000)
-        self.reg_params = _bounded_list("reg_params", self.reg_params, float, 0.0, 1e4, lo_open=True)
-        self.alphas = _bounded_list("alphas", self.alphas, float, 0.0, 1e6)
-        if not isinstance(self.transforms, list | tuple) or not self.transforms:
-            raise ValueError(f"transforms: must be a non-empty list of {C.TRANSFORMS}")
-        bad = [t for t in self.transforms if t not in C.TRANSFORMS]
-        if bad:
-            raise ValueError(f"transforms: {bad} not allowed; choose from {list(C.TRANSFORMS)}")
+        """Check every param against its schema, resolve paths, put lists in a canonical order."""
+        for spec in self.param_specs():
+            check_param(spec, getattr(self, spec.name))
+            if spec.is_path:
+                setattr(self, spec.name, str(resolve_input_path(getattr(self, spec.name), name=spec.name)))
+            else:
+                setattr(self, spec.name, _canonical(spec.schema, getattr(self, spec.name)))
         self.transforms = [t for t in C.TRANSFORMS if t in self.transforms]
-        (self.drop_threshold,) = _bounded_list("drop_threshold", [self.drop_threshold], int, 0, 10**6)
-        (self.k,) = _bounded_list("k", [self.k], int, 1, 10_000)
-        (self.sample_fraction,) = _bounded_list(
-            "sample_fraction", [self.sample_fraction], float, 0.0, 1.0, lo_open=True
-        )
-        (self.max_iter,) = _bounded_list("max_iter", [self.max_iter], int, 1, 100)
-        (self.seed,) = _bounded_list("seed", [self.seed], int, 0, 2**31 - 1)
-        (self.max_reject_fraction,) = _bounded_list("max_reject_fraction", [self.max_reject_fraction], float, 0.0, 1.0)
-        self.exclude_seen = bool(self.exclude_seen)
-        self.nonnegative = bool(self.nonnegative)
-        self.annoy_trees = _bounded_list("annoy_trees", self.annoy_trees, int, 1, 1000)
-        self.annoy_search_k = _bounded_list("annoy_search_k", self.annoy_search_k, int, -1, 10**8)
-        if 0 in self.annoy_search_k:
-            raise ValueError("annoy_search_k: 0 is not a valid search_k; use -1 for Annoy's default")
-        (self.annoy_max_queries,) = _bounded_list("annoy_max_queries", [self.annoy_max_queries], int, 1, 10**6)
-        (self.annoy_target_recall,) = _bounded_list(
-            "annoy_target_recall", [self.annoy_target_recall], float, 0.0, 1.0, lo_open=True
-        )
-        (self.fits_per_task,) = _bounded_list("fits_per_task", [self.fits_per_task], int, 1, 1024)
         n = len(self.trials())
         if n > 1024:
-            raise ValueError(f"grid has {n} points; Airflow maps at most 1024 tasks (max_map_length)")
+            raise ParamError(f"grid has {n} points; Airflow maps at most 1024 tasks (max_map_length)")
 
     def trials(self) -> list[TrialSpec]:
         return [
@@ -206,5 +391,53 @@ class RunConfig:
             )
         ]
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def check_param(spec: ParamSpec, value: Any) -> None:
+    """The trigger form's verdict on one value: the same JSON schema through the same validator."""
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(spec.schema).iter_errors(value))
+    if error is not None:
+        where = "".join(f"[{p}]" for p in error.absolute_path)
+        message = f"{error.instance!r} is not allowed" if error.validator == "not" else error.message
+        raise ParamError(f"{spec.name}{where}: {message}. {spec.description}")
+
+
+def _canonical(schema: dict[str, Any], value: Any) -> Any:
+    """Valid values in one form: JSON's 10.0 is an integer, grid lists are sorted."""
+    if schema.get("type") == "array":
+        return sorted(_canonical(schema["items"], v) for v in value)
+    if schema.get("type") == "integer":
+        return int(value)
+    if schema.get("type") == "number":
+        return float(value)
+    return value
+
+
+def describe_schema(schema: dict[str, Any]) -> str:
+    """The allowed values of a schema in words, for the README table."""
+    if schema.get("type") == "array":
+        return f"list of {describe_schema(schema['items'])}" + (", no repeats" if schema.get("uniqueItems") else "")
+    if "enum" in schema:
+        return " / ".join(f"`{v}`" for v in schema["enum"])
+    kind = {"integer": "integer", "number": "number", "boolean": "true / false", "string": "text"}[schema["type"]]
+    if "exclusiveMinimum" in schema:
+        low = f"> {schema['exclusiveMinimum']:g}"
+    else:
+        low = f">= {schema['minimum']:g}" if "minimum" in schema else ""
+    high = f"<= {schema['maximum']:g}" if "maximum" in schema else ""
+    bounds = ", ".join(b for b in (low, high) if b)
+    excluded = f", not {schema['not']['const']}" if "not" in schema else ""
+    return f"{kind} {bounds}{excluded}".strip()
+
+
+def params_markdown() -> str:
+    """The README's params table, generated from the RunConfig fields."""
+    lines = ["| param | default | allowed | meaning |", "|---|---|---|---|"]
+    for spec in RunConfig.param_specs():
+        default = json.dumps(spec.default)
+        lines.append(f"| `{spec.name}` | `{default}` | {describe_schema(spec.schema)} | {spec.description} |")
+    return "\n".join(lines)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-# Raw interaction schema (the seed's parquet schema).
+# Raw interaction schema (the study's parquet schema).
 USER_ID = "user_id"
 TRACK_ID = "track_id"
 COUNT = "count"
@@ -24,8 +24,9 @@ DEFAULT_K = 500
 SERVING_K = 50
 DEFAULT_MAX_ITER = 10
 DEFAULT_DROP_THRESHOLD = 1
+DEFAULT_NONNEGATIVE = True
 
-# The seed's grid (FIGURES.md): rank x regParam x alpha.
+# The study's grid (FIGURES.md): rank x regParam x alpha.
 DEFAULT_RANKS = (5, 10, 20)
 DEFAULT_REG_PARAMS = (0.1, 1.0, 10.0)
 DEFAULT_ALPHAS = (1.0, 5.0, 10.0)
@@ -35,6 +36,10 @@ DEFAULT_ANNOY_TREES = (1, 5, 10, 30)
 DEFAULT_ANNOY_SEARCH_K = (100, 500, 1000, 5000, 10000, 50000, 100000, 500000)
 
 POPULARITY_TRIAL_ID = "popularity"
+
+# Validation metrics that may pick the best grid point; mpr is the only one where lower is better.
+SELECTION_METRICS = ("map", "ndcg_at_k", "ndcg_graded_at_k", "mpr")
+LOWER_IS_BETTER = frozenset({"mpr"})
 
 # Results store.
 RESULTS_CONN_ID = "recsys_results"

@@ -2,15 +2,15 @@
 
 The Million Song Dataset taste profile cannot be downloaded here, so this CLI writes data with the
 same shape: ``user_id`` (40 hex chars), ``count`` (plays, integer >= 1), ``track_id`` (``TR`` + 16
-chars). Counts follow the seed's statistics (median 1, 75th percentile 3, mean ~2.9, std ~6.5, capped
+chars). Counts follow the study's statistics (median 1, 75th percentile 3, mean ~2.9, std ~6.5, capped
 at 9667); user activity and track popularity are power laws; which tracks a user plays, and how often,
 comes from a genre-clustered latent factor model, so a factor model can beat a popularity ranking.
 
-Splits follow the seed: train holds the full histories of most users plus part of the histories of the
+Splits follow the study: train holds the full histories of most users plus part of the histories of the
 hold-out users; validation and test hold the rest of those histories (hold-out users are divided
 between validation and test).
 
-    python -m music_recsys.datagen --users 3000 --items 1500 --out data/msd_like
+    music-recsys generate --users 3000 --items 1500 --out data/msd_like
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 
 from music_recsys import constants as C
 
-# Count model: P(count = 1) = P1; otherwise 2 + floor(Lomax(shape, scale)), capped like the seed's max.
+# Count model: P(count = 1) = P1; otherwise 2 + floor(Lomax(shape, scale)), capped like the study's max.
 COUNT_P1 = 0.55
 COUNT_SHAPE = 2.3
 COUNT_SCALE = 5.0
@@ -44,6 +44,8 @@ class GeneratorConfig:
     popularity_exponent: float = 0.5
     taste_temperature: float = 0.2
     seed: int = C.DEFAULT_SEED
+    # Weekly drop number: the same listeners, catalogue, ids and tastes, with every play sampled anew.
+    drop: int = 0
 
     def validate(self) -> None:
         if self.users < 2 or self.items < 2:
@@ -62,7 +64,7 @@ class GeneratorConfig:
 
 
 def sample_counts(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Play counts with the seed's marginal statistics (see module docstring)."""
+    """Play counts with the study's marginal statistics (see module docstring)."""
     counts = np.ones(n, dtype=np.int64)
     more = rng.random(n) >= COUNT_P1
     lomax = COUNT_SCALE * (rng.random(int(more.sum())) ** (-1.0 / COUNT_SHAPE) - 1.0)
@@ -130,7 +132,7 @@ def user_activity(cfg: GeneratorConfig, rng: np.random.Generator) -> np.ndarray:
 def assign_splits(
     user_of_row: np.ndarray, n_users: int, holdout_users: int, holdout_train_fraction: float, rng: np.random.Generator
 ) -> np.ndarray:
-    """Split code per row (0 train, 1 validation, 2 test) with the seed's shape.
+    """Split code per row (0 train, 1 validation, 2 test) with the study's shape.
 
     ``holdout_users`` random users are split between validation and test; each keeps a random
     ``holdout_train_fraction`` of its rows in train (at least one) and hides the rest (at least one).
@@ -226,6 +228,11 @@ def generate(cfg: GeneratorConfig) -> tuple[dict[str, dict[str, np.ndarray]], La
     cfg.validate()
     rng = np.random.default_rng(cfg.seed)
     model = latent_model(cfg, rng)
+    ids = np.random.default_rng([cfg.seed, 7])  # the same ids in every drop
+    user_ids = _hex_ids(ids, cfg.users, 20)
+    track_ids = _track_ids(ids, cfg.items)
+    if cfg.drop:
+        rng = np.random.default_rng([cfg.seed, 1000 + cfg.drop])
     n_tracks = user_activity(cfg, rng)
     if cfg.users * cfg.items <= EXACT_SAMPLING_LIMIT:
         users, items, counts = _choose_exact(cfg, model, n_tracks, rng)
@@ -233,9 +240,6 @@ def generate(cfg: GeneratorConfig) -> tuple[dict[str, dict[str, np.ndarray]], La
         users, items, counts = _choose_by_candidates(cfg, model, n_tracks, rng)
 
     split = assign_splits(users, cfg.users, cfg.holdout_users, cfg.holdout_train_fraction, rng)
-
-    user_ids = _hex_ids(rng, cfg.users, 20)
-    track_ids = _track_ids(rng, cfg.items)
     out = {}
     for code, name in enumerate(C.SPLITS):
         mask = split == code
@@ -302,16 +306,15 @@ def main(out: str, fmt: str = "parquet", **kwargs: object) -> dict:
     return manifest
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     defaults = GeneratorConfig()
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output directory for train/validation/test files")
     p.add_argument(
         "--format",
         dest="fmt",
         choices=["parquet", "tsv", "csv"],
         default="parquet",
-        help="parquet (the seed's schema), tsv (MSD train_triplets.txt) or csv with header",
+        help="parquet (the study's schema), tsv (MSD train_triplets.txt) or csv with header",
     )
     p.add_argument("--users", type=int, default=defaults.users, help="number of users")
     p.add_argument("--items", type=int, default=defaults.items, help="number of tracks")
@@ -349,13 +352,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="lower = stronger personal taste",
     )
     p.add_argument("--seed", type=int, default=defaults.seed, help="random seed (same seed, same data)")
+    p.add_argument(
+        "--drop",
+        type=int,
+        default=defaults.drop,
+        help="weekly drop number: same listeners, tracks and ids as drop 0, every play sampled anew",
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(p)
     return p.parse_args(argv)
 
 
-if __name__ == "__main__":
-    manifest = main(**vars(parse_args()))
+def print_manifest(manifest: dict) -> None:
     for name, stats in manifest["stats"].items():
         print(
             f"{name:>10}: {stats['rows']:>9,} rows  {stats['users']:>7,} users  {stats['tracks']:>7,} tracks  "
             f"-> {manifest['files'][name]}"
         )
+
+
+if __name__ == "__main__":
+    print_manifest(main(**vars(parse_args())))

@@ -1,22 +1,28 @@
-"""``make demo``: generate a small MSD-like data set and run the whole DAG on the embedded default.
+"""``music-recsys demo`` (``make demo``): a small MSD-like data set, the whole DAG, one served request.
 
-Embedded default: Spark ``local[*]`` through spark-submit, results in SQLite under the data root,
-Airflow's own SQLite metadata DB under ``AIRFLOW_HOME``; ``dag.test()`` runs every task in-process.
+Embedded default: Spark ``local[*]`` through spark-submit, results and the model registry in SQLite under
+the data root, Airflow's own SQLite metadata DB under ``AIRFLOW_HOME``; ``airflow dags test`` runs every
+task in one process. Then the champion is served on a free local port and asked for one user's
+recommendations, and the answer is printed with the request that produced it. Runs from a checkout
+(it needs the repository's ``dags/`` and ``jobs/``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# A grid small enough for a few minutes on two cores, still showing every stage and both transforms.
+# A grid small enough for a few minutes on two cores, still showing every stage and both transforms;
+# four grid points per fit task: two mapped fit tasks, each one Spark start for four fits.
 DEMO_CONF = {
     "train_path": "msd_like/train.parquet",
     "validation_path": "msd_like/validation.parquet",
@@ -26,14 +32,14 @@ DEMO_CONF = {
     "alphas": [1.0, 10.0],
     "transforms": ["none", "log1p"],
     "k": 100,
-    "sample_fraction": 1.0,
     "annoy_trees": [1, 5, 10],
     "annoy_search_k": [10, 100, 1000, 10000],
+    "fits_per_task": 4,
 }
 
 
-def airflow_env() -> dict[str, str]:
-    """Environment for an embedded Airflow: local metadata DB, this repo's DAGs, local Spark."""
+def demo_env() -> dict[str, str]:
+    """An embedded Airflow: metadata DB and data under this checkout, its DAGs, local Spark."""
     env = dict(os.environ)
     env.setdefault("RECSYS_DATA_ROOT", str(REPO / "data"))
     env.setdefault("AIRFLOW_HOME", str(REPO / ".airflow"))
@@ -44,111 +50,126 @@ def airflow_env() -> dict[str, str]:
     return env
 
 
-def run_dag(conf: dict, run_id_hint: str = "demo") -> dict:
-    """Run DAG music_recsys once with ``conf`` in this process; return the report summary."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(REPO / "dags"))
-    if bag.import_errors:
-        raise RuntimeError(f"DAG import errors: {bag.import_errors}")
-    dag = bag.get_dag("music_recsys")
-    dagrun = dag.test(run_conf=conf)
-    if str(dagrun.state) not in ("success", "DagRunState.SUCCESS"):
-        raise RuntimeError(f"DAG run {dagrun.run_id} ended {dagrun.state}; see the task logs above")
-    from music_recsys.config import run_dir
-
-    summary_path = run_dir(dagrun.run_id) / "report" / "summary.json"
-    return json.loads(summary_path.read_text())
+def airflow(*args: str, env: dict[str, str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).parent / "airflow"), *args], env=env, **kwargs)
 
 
-def print_summary(summary: dict, seconds: float) -> None:
+def run_dag(conf: dict, env: dict[str, str], log_path: Path) -> str:
+    """``airflow dags test`` with ``conf`` at a fresh logical date; the run's id."""
+    logical_date = datetime.now(UTC).replace(microsecond=0).isoformat()
+    with open(log_path, "w") as log:
+        child = airflow(
+            "dags", "test", "music_recsys", logical_date, "-c", json.dumps(conf), env=env, stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    runs = json.loads(
+        airflow("dags", "list-runs", "music_recsys", "-o", "json", env=env, capture_output=True, text=True).stdout
+    )
+    mine = [r for r in runs if r["logical_date"] and r["logical_date"][:19] == logical_date[:19]]
+    if child.returncode != 0 or not mine:
+        tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-40:])
+        raise RuntimeError(f"the DAG run failed; the end of {log_path}:\n{tail}")
+    return mine[0]["run_id"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def one_request(env: dict[str, str], summary: dict) -> str:
+    """Serve the champion on a free port, ask for one validation user's top 5, stop the server."""
+    import pyarrow.parquet as pq
+
+    user = pq.read_table(Path(summary["run_dir"]) / "ingest" / "validation", columns=["user_id"])["user_id"][0]
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "music-recsys"), "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/users/{user}/recommendations?k=5"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    return f"(the API did not come up on port {port}; try `make serve`)"
+                time.sleep(0.3)
+        with urllib.request.urlopen(url, timeout=10) as response:
+            answer = json.load(response)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    items = "\n".join(f"    {i['track_id']}  {i['score']:.4f}" for i in answer["items"])
+    return f"$ curl '{url}'\n  model {answer['model_version']}, user {answer['user_id']}:\n{items}"
+
+
+def print_summary(summary: dict, seconds: float, request: str) -> None:
     bv, pv, bt = summary["best_validation"], summary["popularity_validation"], summary["best_test"]
-    op = summary["fast_search"]
+    op, model = summary["fast_search"], summary["model"]
     print("\n" + "=" * 72)
-    print(f"music-recsys demo finished in {seconds:.0f} s — run {summary['run_id']}")
-    print(f"best grid point: {summary['best_trial_id']}")
-    print(f"  validation MAP {bv['map']:.4f}  precision@k {bv['precision_at_k']:.4f}  NDCG@k {bv['ndcg_at_k']:.4f}")
-    print(f"  popularity MAP {pv['map']:.4f}  ({bv['map'] / pv['map']:.2f}x)" if pv["map"] else "")
+    print(f"music-recsys demo: the DAG finished in {seconds:.0f} s — run {summary['run_id']}")
+    print(f"best grid point: {summary['best_trial_id']} (by validation {summary['selection_metric']})")
+    print(f"  validation MAP {bv['map']:.4f}  NDCG@k {bv['ndcg_at_k']:.4f}  MPR {bv['mpr']:.4f}")
+    print(f"  popularity MAP {pv['map']:.4f}  ({bv['map'] / pv['map']:.2f}x)  MPR {pv['mpr']:.4f}")
     if bt:
         print(f"  test MAP {bt['map']:.4f}  (popularity {summary['popularity_test']['map']:.4f})")
     if op.get("found"):
         print(
             f"Annoy at recall@{op['k']} >= {op['target_recall']}: {op['metric']} {op['n_trees']} trees "
             f"search_k {op['search_k']} ({op['candidates']} candidates): recall {op['recall']:.3f}, "
-            f"p50 {op['p50_ms']:.3f} ms, "
             f"{op['speedup_vs_exact']:.2f}x exact single-query ({op['exact_qps']:.0f} q/s)"
         )
     else:
         print(f"Annoy: {op['message']}; exact single-query {op['exact_qps']:.0f} q/s")
+    print(f"model {model['version']}: {model['status']} — {model['reason']}")
     print(f"artifacts: {summary['run_dir']}")
     print(f"report:    {summary['report']}")
     for plot in summary["plots"]:
         print(f"plot:      {plot}")
+    recorded = summary["recorded"]
     print(
-        f"results:   {summary['recorded']['store']} (tables als_trials, ann_trials; "
-        f"{summary['recorded']['als_trials']} + {summary['recorded']['ann_trials']} rows)"
+        f"results:   {recorded['store']} "
+        f"(als_trials {recorded['als_trials']} rows, ann_trials {recorded['ann_trials']})"
     )
+    print(f"bundle:    {model['path']}")
+    print(request)
+    print("serve it:  make serve   (or: .venv/bin/music-recsys serve --port 8000)")
     print("=" * 72)
 
 
-def main(users: int, items: int, run_only: bool = False) -> int:
-    env = airflow_env()
+def main(users: int = 3000, items: int = 1500) -> int:
+    env = demo_env()
     os.environ.update(env)
     root = Path(env["RECSYS_DATA_ROOT"])
-    pointer = root / "demo_summary.json"
-    if run_only:
-        # Child process: run the DAG (its task logs go to the log file) and leave the summary behind.
-        pointer.write_text(json.dumps(run_dag(DEMO_CONF), indent=2))
-        return 0
     data = root / "msd_like"
     if not (data / "manifest.json").exists():
         print(f"generating an MSD-like data set ({users} users, {items} tracks) in {data}")
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "music_recsys.datagen",
-                "--out",
-                str(data),
-                "--users",
-                str(users),
-                "--items",
-                str(items),
-            ],
-            check=True,
-            env=env,
-        )
+        from music_recsys import datagen
+
+        datagen.main(out=str(data), users=users, items=items)
     print(f"preparing Airflow's metadata DB in {env['AIRFLOW_HOME']}")
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, env=env, stdout=subprocess.DEVNULL)
+    airflow("db", "migrate", env=env, check=True, stdout=subprocess.DEVNULL)
     log_path = root / "demo.log"
     grid = 1
     for key in ("ranks", "reg_params", "alphas", "transforms"):
         grid *= len(DEMO_CONF[key])
     print(f"running DAG music_recsys ({grid} grid points, Spark local[*]); task logs: {log_path}")
-    pointer.unlink(missing_ok=True)
     started = time.perf_counter()
-    with open(log_path, "w") as log:
-        child = subprocess.run(
-            [sys.executable, "-m", "music_recsys.demo", "--run-only"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    if child.returncode != 0 or not pointer.exists():
-        print(f"the DAG run failed; the end of {log_path}:")
-        print("".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-40:]))
+    try:
+        run_id = run_dag(DEMO_CONF, env, log_path)
+    except RuntimeError as exc:
+        print(exc)
         return 1
-    print_summary(json.loads(pointer.read_text()), time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    from music_recsys.config import run_dir
+
+    summary = json.loads((run_dir(run_id) / "report" / "summary.json").read_text())
+    print_summary(summary, seconds, one_request(env, summary))
     return 0
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--users", type=int, default=3000, help="users in the generated data set")
-    p.add_argument("--items", type=int, default=1500, help="tracks in the generated data set")
-    p.add_argument("--run-only", action="store_true", help=argparse.SUPPRESS)
-    return p.parse_args(argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(**vars(parse_args())))

@@ -1,4 +1,4 @@
-"""Reading and validating play-count files in Spark: the seed's parquet, MSD TSV, and CSV.
+"""Reading and validating play-count files in Spark: the study's parquet, MSD TSV, and CSV.
 
 Formats, by file name (a directory is read as parquet):
 - ``*.parquet`` / directory: columns ``user_id``, ``count``, ``track_id`` (extra columns are dropped
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from music_recsys import constants as C
+from music_recsys.job import InputError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -36,7 +37,7 @@ def detect_format(path: str) -> str:
         return "tsv"
     if name.endswith(_CSV_SUFFIXES):
         return "csv"
-    raise ValueError(
+    raise InputError(
         f"{path}: unknown file type; use .parquet (or a parquet directory), .txt/.tsv (MSD triplets, "
         f"user<TAB>song<TAB>count) or .csv with a header, optionally gzip-compressed"
     )
@@ -50,16 +51,16 @@ def read_raw(spark: SparkSession, path: str) -> tuple[DataFrame, dict[str, Any]]
     if not p.exists():
         raise FileNotFoundError(f"{path}: input file does not exist (check the *_path params)")
     if p.is_file() and p.stat().st_size == 0:
-        raise ValueError(f"{path}: input file is empty")
+        raise InputError(f"{path}: input file is empty")
     fmt = detect_format(path)
     info: dict[str, Any] = {"path": path, "format": fmt, "extra_columns": []}
     if fmt == "parquet":
         df = spark.read.parquet(path)
         missing = [c for c in C.RAW_COLUMNS if c not in df.columns]
         if missing:
-            raise ValueError(
+            raise InputError(
                 f"{path}: missing column(s) {missing}; found {df.columns}. Parquet input needs "
-                f"{list(C.RAW_COLUMNS)} (the seed's schema)"
+                f"{list(C.RAW_COLUMNS)} (the study's schema)"
             )
         info["extra_columns"] = [c for c in df.columns if c not in C.RAW_COLUMNS]
         count_type = dict(df.dtypes)[C.COUNT]
@@ -93,7 +94,7 @@ def read_raw(spark: SparkSession, path: str) -> tuple[DataFrame, dict[str, Any]]
         first = lines.limit(1).collect()
         if first and "\t" not in first[0]["value"]:
             sep = "," if "," in first[0]["value"] else " "
-            raise ValueError(
+            raise InputError(
                 f"{path}: first line has no tab; MSD triplet files are tab-separated (user<TAB>song<TAB>count). "
                 f"It looks {sep!r}-separated: use a .csv name with a header, or convert to tabs"
             )
@@ -107,7 +108,7 @@ def read_raw(spark: SparkSession, path: str) -> tuple[DataFrame, dict[str, Any]]
     df = df.toDF(*[re.sub(r"\s+", "", c).lower() for c in df.columns])
     missing = [c for c in C.RAW_COLUMNS if c not in df.columns]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"{path}: missing column(s) {missing} in the CSV header {df.columns}; the header must name "
             f"{list(C.RAW_COLUMNS)} (or check the delimiter: CSV input is comma-separated)"
         )
@@ -151,7 +152,12 @@ def validate(df: DataFrame) -> DataFrame:
 
 
 def clean(spark: SparkSession, path: str) -> tuple[DataFrame, DataFrame, dict[str, Any]]:
-    """Read and validate one file: (kept rows with duplicates summed, rejected rows, report)."""
+    """Read and validate one file: (kept rows with duplicates summed, rejected rows, report).
+
+    The report counts rows read, valid and rejected (by reason); how many valid rows duplicate summing
+    merged is known once the kept rows are counted (``rows_valid - rows_kept``), which ingest does on
+    the written data rather than here, to read the file once.
+    """
     from pyspark.sql import functions as F
 
     raw, info = read_raw(spark, path)
@@ -161,19 +167,16 @@ def clean(spark: SparkSession, path: str) -> tuple[DataFrame, DataFrame, dict[st
     }
     rows_read = sum(by_reason.values())
     if rows_read == 0:
-        raise ValueError(f"{path}: no data rows (only a header, or nothing at all)")
+        raise InputError(f"{path}: no data rows (only a header, or nothing at all)")
     good = checked.filter(F.col(REJECT_REASON).isNull())
     rejected = checked.filter(F.col(REJECT_REASON).isNotNull())
     kept = good.groupBy(C.USER_ID, C.TRACK_ID).agg(F.sum(C.COUNT).alias(C.COUNT))
     rows_ok = by_reason.pop("ok", 0)
-    rows_kept = kept.count()
     report = {
         **info,
         "rows_read": rows_read,
         "rows_valid": rows_ok,
         "rows_rejected": rows_read - rows_ok,
         "rejected_by_reason": by_reason,
-        "duplicates_merged": rows_ok - rows_kept,
-        "rows_kept": rows_kept,
     }
     return kept.select(*C.RAW_COLUMNS), rejected, report

@@ -11,7 +11,18 @@ held-out items; every metric is 0 for a user with no relevant items, as in Spark
 - ``ndcg_at_k``: DCG of the first k over the ideal DCG of min(|rel|, k) hits (Spark ``ndcgAt``).
 - ``recall_at_k``: hits in the first k divided by |rel| (Spark ``recallAt``).
 
-The parity test checks every one against Spark on the same lists.
+The parity test checks every one against Spark on the same lists. Beyond Spark's metrics
+(``music_recsys.evaluation`` computes them in the same pass):
+
+- ``ndcg_graded_at_k``: NDCG@k with gain log(1 + held-out play count) and discount 1/log2(position + 1);
+  the ideal DCG sorts the user's own held-out gains; mean over users.
+- ``mpr``: expected percentile rank (Hu, Koren, Volinsky 2008): for each held-out (user, track), the
+  share of the user's candidate tracks (all tracks, minus those played in train when seen items are
+  excluded) scored strictly higher; averaged over all held-out pairs weighted by play count. 0 is
+  perfect, a random order gives 0.5. A user without factors counts as a random order.
+- ``coverage_at_k``: share of the catalogue that appears in at least one user's top k.
+- ``mean_rec_popularity``: mean popularity percentile (0 = least, 1 = most played track in train) of
+  the recommended tracks.
 """
 
 from __future__ import annotations
@@ -28,6 +39,10 @@ METRIC_DEFINITIONS = {
     "precision_at_k": "Spark RankingMetrics.precisionAt(k)",
     "ndcg_at_k": "Spark RankingMetrics.ndcgAt(k), binary relevance",
     "recall_at_k": "Spark RankingMetrics.recallAt(k)",
+    "ndcg_graded_at_k": "NDCG@k, gain log(1 + held-out count), discount 1/log2(position + 1)",
+    "mpr": "expected percentile rank, weighted by held-out count; 0 perfect, 0.5 random (lower is better)",
+    "coverage_at_k": "share of tracks in at least one user's top k",
+    "mean_rec_popularity": "mean train-popularity percentile of recommended tracks (1 = most played)",
 }
 
 
@@ -71,3 +86,37 @@ def mean_metrics(
     if n_users == 0:
         raise ValueError("no users to score: the evaluation split is empty")
     return {name: total / n_users for name, total in totals.items()}
+
+
+def ndcg_graded_at_k(pred: Sequence[int] | np.ndarray, relevant: np.ndarray, counts: np.ndarray, k: int) -> float:
+    """NDCG@k with graded gains: gain log(1 + held-out count), discount 1 / log2(position + 1), the ideal
+    DCG from the user's own held-out gains sorted, cut at k; 0 for a user with no held-out items."""
+    relevant, counts = np.asarray(relevant), np.asarray(counts, dtype=np.float64)
+    if len(relevant) == 0:
+        return 0.0
+    gain_of = dict(zip(relevant.tolist(), np.log1p(counts).tolist(), strict=True))
+    top = np.asarray(pred)[:k]
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = sum(gain_of.get(int(item), 0.0) * discounts[i] for i, item in enumerate(top))
+    ideal = np.sort(np.log1p(counts))[::-1][:k]
+    idcg = float(ideal @ discounts[: len(ideal)])
+    return float(dcg / idcg) if idcg > 0 else 0.0
+
+
+def percentile_ranks(scores: np.ndarray, relevant_scores: np.ndarray, n_candidates: int) -> np.ndarray:
+    """For each relevant item: the candidates scored strictly higher than it, over (candidates - 1).
+
+    ``scores`` holds one user's candidate scores, excluded items at -inf (never higher); ties are not
+    higher. 0 is the top of the list, 1 the bottom (Hu, Koren, Volinsky 2008, expected percentile rank).
+    """
+    if n_candidates <= 1:
+        return np.zeros(len(relevant_scores))
+    if len(relevant_scores) * len(scores) <= 4_000_000:
+        higher = np.count_nonzero(scores[None, :] > relevant_scores[:, None], axis=1)
+    else:  # many held-out items: one sorted pass instead of one comparison per item
+        order = np.argsort(relevant_scores)
+        below = np.searchsorted(relevant_scores[order], scores, side="left")
+        above_each = len(scores) - np.cumsum(np.bincount(below, minlength=len(order) + 1))[: len(order)]
+        higher = np.empty(len(order), dtype=np.int64)
+        higher[order] = above_each
+    return higher / (n_candidates - 1)

@@ -1,64 +1,59 @@
-"""``SparkJobOperator``: SparkSubmitOperator that returns the job's JSON result to XCom.
+"""``SparkJobOperator``: runs one ``jobs/*.py`` application and returns its JSON result to XCom.
 
-``SparkSubmitOperator.execute`` returns nothing, so every job in ``jobs/`` writes a small JSON result
-at a run-scoped path the DAG chose; this operator submits the job, then reads that file and returns
-it. It also fills in the defaults this project needs on any cluster: the Python interpreter of the
-workers, a quiet console, small shuffles, no UI port per driver.
+The Spark connection decides how the job runs:
+- type ``spark`` (the default; ``local[*]`` when the connection is not defined): ``spark-submit``, as
+  ``SparkSubmitOperator`` does — a fresh Spark application per task (isolation, per-task resources);
+- type ``spark_connect``: the job's ``run(spark, ...)`` in the task process against a Spark Connect
+  session on a long-running server (a warm Spark shared by every task).
+
+Either way the job writes its result at a run-scoped path the DAG chose (``SparkSubmitOperator.execute``
+returns nothing), and this operator returns that file. A job that failed on its input or params says
+so in the result (``music_recsys.job``), and the task then fails without retries.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
-from music_recsys.spark import JAVA_OPTIONS
+from music_recsys.spark import spark_conf
 
-# Where the embedded default runs Spark when no spark_default connection exists (the provider
-# would otherwise silently fall back to YARN).
+# What runs when the connection is not defined: Spark in the worker, on every core (the provider would
+# otherwise fall back to YARN).
 LOCAL_SPARK_CONNECTION = json.dumps({"conn_type": "spark", "host": "local[*]"})
 
 
-def default_spark_conf() -> dict[str, str]:
-    """Job defaults; every value can be changed through the environment of the Airflow worker."""
-    partitions = os.environ.get("RECSYS_SHUFFLE_PARTITIONS", "8")
-    conf = {
-        # The driver runs here (client mode); executors may run elsewhere with their own Python.
-        "spark.pyspark.driver.python": sys.executable,
-        "spark.pyspark.python": os.environ.get("RECSYS_SPARK_PYTHON", sys.executable),
-        "spark.sql.shuffle.partitions": partitions,
-        # A UI per concurrent client-mode driver exhausts ports past 16 drivers on one host.
-        "spark.ui.enabled": os.environ.get("RECSYS_SPARK_UI", "false"),
-        "spark.ui.showConsoleProgress": "false",
-        "spark.sql.execution.arrow.pyspark.enabled": "true",
-        "spark.driver.extraJavaOptions": JAVA_OPTIONS,
-        "spark.executor.extraJavaOptions": JAVA_OPTIONS,
-        # Keep task logs readable: Spark's INFO lines drown the job's own output.
-        "spark.log.level": os.environ.get("RECSYS_SPARK_LOG_LEVEL", "WARN"),
-    }
-    if os.environ.get("RECSYS_SPARK_DRIVER_HOST"):
-        conf["spark.driver.host"] = os.environ["RECSYS_SPARK_DRIVER_HOST"]
-    if os.environ.get("RECSYS_SPARK_EVENT_LOG_DIR"):
-        # For the Spark history server.
-        conf["spark.eventLog.enabled"] = "true"
-        conf["spark.eventLog.dir"] = os.environ["RECSYS_SPARK_EVENT_LOG_DIR"]
-    return conf
+def load_job(application: str) -> ModuleType:
+    """Import a ``jobs/*.py`` application as a module; its functions pickle by value for Spark workers."""
+    from pyspark import cloudpickle
+
+    path = Path(application)
+    spec = importlib.util.spec_from_file_location(f"music_recsys_jobs_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"{application}: not a Python job file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    cloudpickle.register_pickle_by_value(module)  # the server cannot import this module by name
+    return module
 
 
 class SparkJobOperator(SparkSubmitOperator):
-    """Submit one ``jobs/*.py`` application and return its JSON result (``result_path``)."""
+    """Run one job through the Spark connection and return its JSON result (``result_path``)."""
 
     template_fields = (*SparkSubmitOperator.template_fields, "result_path", "grid_point")
 
     def __init__(self, *, result_path: str, grid_point: str = "", **kwargs: Any) -> None:
-        conf = {**default_spark_conf(), **(kwargs.pop("conf", None) or {})}
+        conf = {**spark_conf(), **(kwargs.pop("conf", None) or {})}
         kwargs.setdefault("py_files", os.environ.get("RECSYS_PY_FILES") or None)
-        kwargs.setdefault("driver_memory", os.environ.get("RECSYS_DRIVER_MEMORY", "2g"))
         if os.environ.get("RECSYS_SPARK_CORES_MAX"):
             # On a standalone cluster an app takes every free core unless capped.
             kwargs.setdefault("total_executor_cores", int(os.environ["RECSYS_SPARK_CORES_MAX"]))
@@ -67,26 +62,67 @@ class SparkJobOperator(SparkSubmitOperator):
         self.grid_point = grid_point
 
     def execute(self, context: Any) -> dict:
-        self._ensure_spark_environment()
+        connection = self.spark_connection()
         # A retry must not read the previous attempt's result.
         Path(self.result_path).unlink(missing_ok=True)
-        super().execute(context)
+        try:
+            if connection.conn_type == "spark_connect":
+                self.run_on_connect(connection)
+            else:
+                if shutil.which("spark-submit") is None:
+                    # pyspark installs spark-submit next to this interpreter; the provider looks on PATH.
+                    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+                super().execute(context)
+        except Exception:
+            self.fail_without_retry_on_input_error()
+            raise
         result_file = Path(self.result_path)
         if not result_file.exists():
             raise RuntimeError(f"{self.application} finished but wrote no result at {result_file}")
         return json.loads(result_file.read_text())
 
-    def _ensure_spark_environment(self) -> None:
+    def spark_connection(self) -> Any:
+        """The Spark connection; only one that is not defined falls back to local Spark."""
         from airflow.sdk import BaseHook
+        from airflow.sdk.exceptions import AirflowNotFoundException
 
         try:
-            BaseHook.get_connection(self._conn_id)
-        except Exception:
-            env_key = f"AIRFLOW_CONN_{self._conn_id.upper()}"
-            self.log.warning(
-                "connection %r not defined; running Spark locally (%s)", self._conn_id, LOCAL_SPARK_CONNECTION
-            )
-            os.environ[env_key] = LOCAL_SPARK_CONNECTION
-        if shutil.which("spark-submit") is None:
-            # pyspark installs spark-submit next to this interpreter; the provider looks it up on PATH.
-            os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+            return BaseHook.get_connection(self._conn_id)
+        except AirflowNotFoundException:
+            # Any other error (a secrets backend that is down, say) fails the task: production jobs
+            # must not quietly run on the worker.
+            self.log.info("Spark connection %r is not defined: running Spark here, master local[*]", self._conn_id)
+            os.environ[f"AIRFLOW_CONN_{self._conn_id.upper()}"] = LOCAL_SPARK_CONNECTION
+            return BaseHook.get_connection(self._conn_id)
+
+    def run_on_connect(self, connection: Any) -> None:
+        """The job's ``run`` in this process, against a session on the connection's Spark Connect server."""
+        from airflow.providers.apache.spark.hooks.spark_connect import SparkConnectHook
+
+        from music_recsys import job
+        from music_recsys.spark import connect_session
+
+        module = load_job(self.application)
+        kwargs = vars(module.parse_args([str(a) for a in self.application_args or []]))
+        url = SparkConnectHook(conn_id=self._conn_id).get_connection_url()
+        retry_seconds = float(connection.extra_dejson.get("retry_seconds", 60))
+        self.log.info("running %s on Spark Connect %s", Path(self.application).name, url.split("/;")[0])
+        with connect_session(url, retry_seconds=retry_seconds) as spark:
+            for archive in (self.py_files or "").split(","):
+                if archive.strip():  # the server's Python workers import this package from it
+                    spark.addArtifacts(archive.strip(), pyfile=True)
+            job.execute(module.run, spark, kwargs)
+
+    def fail_without_retry_on_input_error(self) -> None:
+        """When the job's result says its input made it fail, end the task now: a retry cannot help."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        result_file = Path(self.result_path)
+        if not result_file.exists():
+            return
+        try:
+            result = json.loads(result_file.read_text())
+        except ValueError:
+            return
+        if result.get("status") == "failed" and result.get("retryable") is False:
+            raise AirflowFailException(f"{Path(self.application).name}: {result['error']} (not retried)")

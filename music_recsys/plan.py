@@ -7,14 +7,16 @@ evaluation job reads the list of trials.
 
 from __future__ import annotations
 
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
 from music_recsys.artifacts import RunLayout, write_json
 from music_recsys.config import RunConfig, run_dir
 
 
-def build_plan(config: RunConfig, run_id: str) -> dict[str, Any]:
+def build_plan(config: RunConfig, run_id: str, logical_date: str | None = None) -> dict[str, Any]:
+    """Every stage's arguments; ``logical_date`` (ISO, default now) orders runs for the data check and
+    the model registry."""
     layout = RunLayout(run_dir(run_id))
     specs = config.trials()
     trials = []
@@ -58,7 +60,7 @@ def build_plan(config: RunConfig, run_id: str) -> dict[str, Any]:
                 "application_args": args,
             }
         )
-    plan_path = layout.root / "plan.json"
+    plan_path = layout.plan
     evaluate_args = [
         "--index-dir",
         str(layout.index_dir),
@@ -66,13 +68,18 @@ def build_plan(config: RunConfig, run_id: str) -> dict[str, Any]:
         str(plan_path),
         "--k",
         str(config.k),
+        "--selection-metric",
+        config.selection_metric,
         "--result",
         str(layout.stage_result("evaluate")),
     ]
     if not config.exclude_seen:
         evaluate_args.append("--keep-seen")
+    now = datetime.now(UTC).isoformat()
     return {
         "run_id": run_id,
+        "logical_date": logical_date or now,
+        "created_at": now,
         "run_dir": str(layout.root),
         "plan_path": str(plan_path),
         "trials": trials,
@@ -110,11 +117,11 @@ def build_plan(config: RunConfig, run_id: str) -> dict[str, Any]:
     }
 
 
-def write_plan(config: RunConfig, run_id: str) -> dict[str, Any]:
+def write_plan(config: RunConfig, run_id: str, logical_date: str | None = None) -> dict[str, Any]:
     """Build the plan, create the run directory, save ``config.json`` and ``plan.json``."""
-    plan = build_plan(config, run_id)
-    root = Path(plan["run_dir"])
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "config.json").write_text(config.to_json())
-    write_json(plan["plan_path"], plan)
+    plan = build_plan(config, run_id, logical_date)
+    layout = RunLayout(plan["run_dir"])
+    layout.root.mkdir(parents=True, exist_ok=True)
+    write_json(layout.config, config.to_dict())
+    write_json(layout.plan, plan)
     return plan

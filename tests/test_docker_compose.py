@@ -25,7 +25,7 @@ def compose() -> dict:
     return yaml.safe_load((REPO / "docker-compose.yaml").read_text())
 
 
-def _compose_config(path: Path) -> subprocess.CompletedProcess:
+def _compose_config(path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     tool = shutil.which("docker-compose")
     if tool is None:
         if os.environ.get("CI"):
@@ -36,6 +36,7 @@ def _compose_config(path: Path) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         cwd=REPO,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -47,6 +48,20 @@ def test_compose_validates_the_file(compose):
     # Values from the env file are substituted (none of the in-file fallbacks is used for them).
     scheduler = resolved["services"]["airflow-scheduler"]["environment"]
     assert "change-me" in scheduler["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    # The env file leaves the Spark connection empty: spark-submit in client mode.
+    assert scheduler["AIRFLOW_CONN_SPARK_DEFAULT"] == "spark://spark-master:7077?deploy-mode=client"
+
+
+def test_one_variable_switches_every_stage_to_spark_connect():
+    out = _compose_config(
+        REPO / "docker-compose.yaml", {"RECSYS_SPARK_CONNECTION": "spark-connect://spark-connect:15002"}
+    )
+    assert out.returncode == 0, out.stderr
+    uri = yaml.safe_load(out.stdout)["services"]["airflow-scheduler"]["environment"]["AIRFLOW_CONN_SPARK_DEFAULT"]
+    from airflow.sdk import Connection
+
+    connection = Connection.from_uri(uri, conn_id="spark_default")
+    assert (connection.conn_type, connection.host, connection.port) == ("spark_connect", "spark-connect", 15002)
 
 
 def _unknown_option(spec: dict) -> None:
@@ -95,6 +110,8 @@ def test_services_present(compose):
         "spark-master",
         "spark-worker",
         "spark-history",
+        "spark-connect",
+        "recsys-api",
     } <= services
 
 
@@ -129,7 +146,9 @@ def test_images_match_pinned_versions(compose):
 
 def test_airflow_reaches_spark_in_client_mode_and_the_results_db(compose):
     env = compose["x-airflow-common"]["environment"]
-    assert env["AIRFLOW_CONN_SPARK_DEFAULT"] == "spark://spark-master:7077?deploy-mode=client"
+    assert (
+        env["AIRFLOW_CONN_SPARK_DEFAULT"] == "${RECSYS_SPARK_CONNECTION:-spark://spark-master:7077?deploy-mode=client}"
+    )
     assert "@results-db:5432/recsys" in env["AIRFLOW_CONN_RECSYS_RESULTS"]
     assert env["RECSYS_SPARK_DRIVER_HOST"] == compose["services"]["airflow-scheduler"]["hostname"]
     worker = compose["services"]["spark-worker"]["command"]
@@ -156,3 +175,22 @@ def test_secrets_come_from_env_file(compose):
     for var in ("AIRFLOW_METADATA_PASSWORD", "RECSYS_RESULTS_PASSWORD", "_AIRFLOW_WWW_USER_PASSWORD"):
         assert var in example
     assert ".env" in (REPO / ".gitignore").read_text().split()
+
+
+def test_spark_connect_server_runs_on_the_cluster_with_the_package(compose):
+    connect = compose["services"]["spark-connect"]
+    command = connect["command"]
+    assert command[command.index("--class") + 1] == "org.apache.spark.sql.connect.service.SparkConnectServer"
+    assert command[command.index("--master") + 1] == "spark://spark-master:7077"
+    assert "spark.connect.grpc.binding.port=15002" in command and any("spark.checkpoint.dir=" in c for c in command)
+    dockerfile = (REPO / "docker/spark.Dockerfile").read_text()
+    assert "COPY music_recsys /opt/recsys/music_recsys" in dockerfile  # what the Connect server's UDFs import
+
+
+def test_the_api_serves_the_registry_champion_with_a_healthcheck(compose):
+    api = compose["services"]["recsys-api"]
+    assert api["command"][:2] == ["music-recsys", "serve"] and "8000:8000" in api["ports"]
+    assert api["healthcheck"]["test"][-1] == "http://localhost:8000/healthz"
+    assert "@results-db:5432/recsys" in api["environment"]["AIRFLOW_CONN_RECSYS_RESULTS"]
+    assert api["environment"]["RECSYS_DATA_ROOT"] == "/opt/recsys/data"
+    assert any(v.endswith(":/opt/recsys/data:ro") for v in api["volumes"])  # reads bundles, writes nothing

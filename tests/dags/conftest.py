@@ -1,22 +1,118 @@
-"""Airflow as users run it, for the tests that need a real scheduler (music_recsys.local_airflow)."""
+"""The DAG runs the DAG tests share, made once per session in the order a deployment sees them.
+
+All embedded runs (``dag.test``: every task in this process) record into one results PostgreSQL, so the
+model registry and the data check see a history: the reference run (spark-submit) makes the first
+champion, the Connect run (same data, a newer date) replaces it while a served API is being queried, and
+later runs (an older date, a thinned drop) are judged against them.
+"""
 
 from __future__ import annotations
 
-import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
-from music_recsys.local_airflow import local_airflow
+from harness.services import airflow_uri, free_port, get_json, stop, wait_until
+from tests.dags.dagruns import GRID, VICTIM, Embedded, Hammer, fit_processes, kill_when, paths, sigkill
 
 
-@pytest.fixture(scope="module")
-def airflow_services(tmp_path_factory, free_port):
-    """``start(**env)`` starts api-server, scheduler (LocalExecutor) and dag-processor on loopback with these
-    extra environment variables and returns a ``LocalAirflow``; all are stopped when the module ends."""
-    with contextlib.ExitStack() as stack:
+@pytest.fixture(scope="session")
+def embedded(databases, airflow_db, tiny_data) -> Embedded:
+    return Embedded(databases.create())
 
-        def start(**extra_env: str):
-            home = tmp_path_factory.mktemp("airflow-services")
-            return stack.enter_context(local_airflow(home, free_port(), {"RECSYS_RETRIES": "0", **extra_env}))
 
-        yield start
+@pytest.fixture(scope="session")
+def reference_run(embedded):
+    """Run 1, spark-submit (the default mode): its fit of VICTIM is SIGKILLed mid-run once."""
+    with kill_when(lambda: fit_processes(VICTIM), sigkill) as killed:
+        dagrun = embedded.run({**paths("tiny"), **GRID})
+    return {"dagrun": dagrun, "killed": killed}
+
+
+@dataclass
+class Served:
+    base_url: str
+    process: subprocess.Popen
+    log: Path
+
+    def get(self, path: str) -> dict:
+        return get_json(f"{self.base_url}{path}", timeout=10)
+
+
+@pytest.fixture(scope="session")
+def served(reference_run, embedded, session_dir):
+    """``music-recsys serve`` on the registry's champion (the reference run's model), polling every 0.5 s."""
+    port = free_port()
+    log = session_dir / "serve.log"
+    env = {**os.environ, "AIRFLOW_CONN_RECSYS_RESULTS": airflow_uri(embedded.results_url)}
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "music-recsys"), "serve", "--port", str(port), "--poll-seconds", "0.5"],
+        env=env,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+    )
+    server = Served(f"http://127.0.0.1:{port}", process, log)
+    try:
+        wait_until(lambda: server.get("/healthz")["status"] == "ok", 60, f"the API serving a model (log {log})", 0.3)
+        yield server
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="session")
+def connect_run(reference_run, served, embedded, connect_server):
+    """Run 2, Spark Connect, same data and grid, a newer logical date, while the API is queried without
+    pause: once the VICTIM's ALS fit has started (the job runs in this process, so the drill hooks the
+    ALS it builds), the Connect server is SIGKILLed and started again."""
+    from music_recsys import als
+
+    user = _a_validation_user(reference_run["dagrun"].run_id)
+    crashed: list[int] = []
+    build_als = als.build_als
+
+    def crash_and_restart() -> None:
+        time.sleep(0.2)  # the fit is under way on the server
+        connect_server.kill()
+        connect_server.start()
+        crashed.append(connect_server.starts)
+
+    def build_als_then_crash(rank, reg_param, alpha, *args, **kwargs):
+        if (rank, reg_param, alpha) == (VICTIM.rank, VICTIM.reg_param, VICTIM.alpha) and not crashed:
+            threading.Thread(target=crash_and_restart, daemon=True).start()
+        return build_als(rank, reg_param, alpha, *args, **kwargs)
+
+    submits = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(SparkSubmitOperator, "execute", lambda self, context: submits.append(self.task_id))
+        mp.setattr(als, "build_als", build_als_then_crash)
+        with Hammer(served.base_url, user) as hammer:
+            dagrun = embedded.run(
+                {**paths("tiny"), **GRID},
+                logical_date=datetime.now(UTC),
+                AIRFLOW_CONN_SPARK_DEFAULT=connect_server.connection(retry_seconds=90),
+            )
+            version = _published(dagrun)
+            wait_until(lambda: hammer.seen[-1][1] == version, 30, f"the API serving the new champion {version}", 0.2)
+    return {"dagrun": dagrun, "hammer": hammer, "crashed": crashed, "user": user, "submits": submits}
+
+
+def _published(dagrun) -> str | None:
+    from harness.airflow import run_summary
+
+    return run_summary(dagrun.run_id)["model"]["version"]
+
+
+def _a_validation_user(run_id: str) -> str:
+    import pyarrow.parquet as pq
+
+    from music_recsys.config import run_dir
+
+    return pq.read_table(run_dir(run_id) / "ingest" / "validation", columns=["user_id"])["user_id"][0].as_py()

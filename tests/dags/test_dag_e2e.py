@@ -1,97 +1,177 @@
-"""End to end: the real DAG on tiny generated data, spark-submit on local Spark, results in PostgreSQL.
-
-One grid point is made to fail (the drop transform with a threshold above every count) to show that
-the others are still evaluated and recorded, and that the failure is recorded with its reason.
-"""
+"""End to end, the default mode: the real DAG on the tiny data set, each Spark stage a spark-submit on
+local Spark, results and the model registry in PostgreSQL. In the same run: a grid point that cannot fit
+(the drop transform with a threshold above every count) fails once and is not retried, a fit killed
+mid-run is retried, and the run still publishes its best point as the first champion, which the served
+API then answers from."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import json
+import urllib.error
+import urllib.request
 
+import pyarrow.parquet as pq
 import pytest
 
-from music_recsys import datagen
+from harness.airflow import run_summary
+from music_recsys import constants as C
+from music_recsys import registry
+from music_recsys.artifacts import read_json
 from music_recsys.config import run_dir
 from music_recsys.results import ResultsStore
-
-REPO = Path(__file__).resolve().parents[2]
+from music_recsys.tasks import record
+from tests.dags.dagruns import VICTIM, task_instances
 
 pytestmark = [pytest.mark.e2e, pytest.mark.spark, pytest.mark.postgres, pytest.mark.slow]
 
-
-@pytest.fixture(scope="module")
-def tiny_data(data_root):
-    out = data_root / "tiny"
-    datagen.main(out=str(out), users=1200, items=500, holdout_users=160, mean_tracks=14.0)
-    return out
+WORKING = {"r8_reg0.1_a1_none", VICTIM.trial_id}
+FAILING = {"r8_reg0.1_a1_drop", "r8_reg0.1_a10_drop"}
 
 
-def test_dag_end_to_end_records_trials_in_postgres(airflow_db, tiny_data, postgres_url, monkeypatch):
-    from airflow.dag_processing.dagbag import DagBag
-
-    monkeypatch.setenv("AIRFLOW_CONN_RECSYS_RESULTS", postgres_url.replace("postgresql://", "postgres://"))
-    monkeypatch.setenv("RECSYS_RETRIES", "0")
-    dag = DagBag(dag_folder=str(REPO / "dags")).dags["music_recsys"]
-    conf = {
-        "train_path": "tiny/train.parquet",
-        "validation_path": "tiny/validation.parquet",
-        "test_path": str(tiny_data / "test.parquet"),
-        "ranks": [8],
-        "reg_params": [0.1],
-        "alphas": [1.0, 10.0],
-        "transforms": ["none", "drop"],
-        "drop_threshold": 100000,
-        "k": 50,
-        "max_iter": 5,
-        "annoy_trees": [1, 4],
-        "annoy_search_k": [50, 500, 100000],
-    }
-    dagrun = dag.test(run_conf=conf)
+def test_reference_run_records_trials_segments_and_search(reference_run, embedded):
+    dagrun = reference_run["dagrun"]
     assert str(dagrun.state).endswith("success")
-
-    store = ResultsStore(postgres_url)
+    store = ResultsStore(embedded.results_url)
     als = {(r["trial_id"], r["split"]): r for r in store.fetch("als_trials", dagrun.run_id)}
+    segments = store.fetch("als_segments", dagrun.run_id)
     ann = store.fetch("ann_trials", dagrun.run_id)
+    profiles = {r["split"]: r for r in store.fetch("data_profiles", dagrun.run_id)}
     store.close()
 
     validation = {t: r for (t, s), r in als.items() if s == "validation"}
-    assert set(validation) == {
-        "popularity",
-        "r8_reg0.1_a1_none",
-        "r8_reg0.1_a10_none",
-        "r8_reg0.1_a1_drop",
-        "r8_reg0.1_a10_drop",
-    }
-    for trial_id in ("r8_reg0.1_a1_drop", "r8_reg0.1_a10_drop"):
+    assert set(validation) == {C.POPULARITY_TRIAL_ID} | WORKING | FAILING
+    for trial_id in FAILING:
         failed = validation[trial_id]
-        assert failed["status"] == "failed" and "leaves no training rows" in failed["error"]
-        assert failed["map"] is None
+        assert failed["status"] == "failed" and "leaves no training rows" in failed["error"] and failed["map"] is None
     ok = [r for r in validation.values() if r["status"] == "success"]
-    assert len(ok) == 3
     for row in ok:
-        assert 0.0 < row["map"] <= 1.0 and 0.0 < row["ndcg_at_k"] <= 1.0
+        assert 0.0 < row["map"] <= 1.0 and 0.0 < row["ndcg_at_k"] <= 1.0 and 0.0 < row["ndcg_graded_at_k"] <= 1.0
         assert 0.0 < row["precision_at_k"] <= 1.0 and row["map_at_k"] <= 1.0
-        assert row["n_users"] == 80 and row["k"] == 50 and row["exclude_seen"] is True
+        assert 0.0 < row["mpr"] < 0.5  # better than a random order
+        assert 0.0 < row["coverage_at_k"] <= 1.0 and 0.0 < row["mean_rec_popularity"] < 1.0
+        assert row["n_users"] == 60 and row["k"] == 50 and row["exclude_seen"] is True
     best = [r for r in validation.values() if r["is_best"]]
     assert len(best) == 1 and best[0]["map"] == max(r["map"] for r in ok if r["model"] == "als")
-    assert best[0]["map"] > validation["popularity"]["map"]  # taste structure is learnable
-    assert best[0]["fit_seconds"] > 0
-    tests = {t for (t, s) in als if s == "test"}
-    assert tests == {"popularity", best[0]["trial_id"]}
+    assert best[0]["selection_metric"] == "map" and best[0]["fit_seconds"] > 0
+    popularity = validation[C.POPULARITY_TRIAL_ID]
+    assert best[0]["map"] > popularity["map"] and best[0]["mpr"] < popularity["mpr"]  # taste is learnable
+    assert best[0]["coverage_at_k"] > popularity["coverage_at_k"]  # popularity recommends the same charts
+    assert {t for (t, s) in als if s == "test"} == {C.POPULARITY_TRIAL_ID, best[0]["trial_id"]}
 
-    metrics = {r["metric"] for r in ann}
-    assert metrics == {"exact", "exact_batched", "dot", "angular_ip"}
-    assert {r["k"] for r in ann} == {50}
+    for trial_id in (best[0]["trial_id"], C.POPULARITY_TRIAL_ID):
+        parts = sorted((s for s in segments if s["trial_id"] == trial_id and s["split"] == "test"),
+                       key=lambda s: s["segment"])  # fmt: skip
+        assert [s["name"] for s in parts] == ["light", "medium", "heavy"]
+        assert sum(s["n_users"] for s in parts) == 60 and all(s["n_users"] >= 10 for s in parts)
+
+    assert {r["metric"] for r in ann} == {"exact", "exact_batched", "dot", "angular_ip"} and {r["k"] for r in ann} == {
+        50
+    }
     for row in ann:
         assert 0.0 <= row["recall"] <= 1.0 and row["qps"] > 0 and row["p99_ms"] >= row["p50_ms"]
     operating = [r for r in ann if r["is_operating_point"]]
-    assert len(operating) <= 1 and all(r["recall"] >= 0.9 for r in operating)
+    assert len(operating) == 1 and operating[0]["recall"] >= 0.9
     exhaustive = [r for r in ann if r["metric"] == "angular_ip" and r["search_k"] == 100000]
     assert exhaustive and all(r["recall"] > 0.99 for r in exhaustive)
 
+    assert set(profiles) == {"train", "validation", "test"}
+    assert all(p["verdict"] == "first_run" and p["run_status"] == "success" for p in profiles.values())
+    ingest = read_json(run_dir(dagrun.run_id) / "results" / "ingest.json")
+    assert profiles["train"]["rows"] == ingest["splits"]["train"]["rows_kept"]
+
     report_dir = run_dir(dagrun.run_id) / "report"
-    assert (report_dir / "als_grid.png").stat().st_size > 10_000
-    assert (report_dir / "fast_search.png").stat().st_size > 10_000
-    assert best[0]["trial_id"] in (report_dir / "report.md").read_text()
-    assert os.path.exists(run_dir(dagrun.run_id) / "trials" / best[0]["trial_id"] / "item_factors.npy")
+    for png in ("als_grid.png", "segments.png", "fast_search.png"):
+        assert (report_dir / png).stat().st_size > 10_000
+    report = (report_dir / "report.md").read_text()
+    assert best[0]["trial_id"] in report and "## Data check" in report and "## By listener history" in report
+
+
+def test_a_killed_fit_is_retried_and_a_point_that_cannot_fit_is_not(reference_run):
+    assert reference_run["killed"], "the drill never found the fit process to kill"
+    fits = {ti.rendered_map_index: ti for ti in task_instances(reference_run["dagrun"])["fit"]}
+    assert set(fits) == WORKING | FAILING
+    assert (fits[VICTIM.trial_id].state, fits[VICTIM.trial_id].try_number) == ("success", 2)
+    assert (fits["r8_reg0.1_a1_none"].state, fits["r8_reg0.1_a1_none"].try_number) == ("success", 1)
+    for trial_id in FAILING:  # retries=1, but the failure is the input's: one attempt only
+        assert (fits[trial_id].state, fits[trial_id].try_number) == ("failed", 1)
+    fit = read_json(run_dir(reference_run["dagrun"].run_id) / "results" / "fit" / f"{VICTIM.trial_id}.json")
+    assert fit["status"] == "success"  # written by the retry
+
+
+def test_rerecording_the_same_run_rewrites_identical_rows(reference_run, embedded):
+    run_id = reference_run["dagrun"].run_id
+    store = ResultsStore(embedded.results_url)
+    first = {t: store.fetch(t, run_id) for t in ("als_trials", "als_segments", "ann_trials")}
+    results = run_dir(run_id) / "results"
+    plan = read_json(run_dir(run_id) / "plan.json")
+    record(plan, read_json(results / "evaluate.json"), read_json(results / "fast_search.json"), embedded.results_url)
+    second = {t: store.fetch(t, run_id) for t in first}
+    store.close()
+
+    def strip(rows):
+        return sorted(json.dumps({k: v for k, v in r.items() if k != "recorded_at"}, sort_keys=True, default=str)
+                      for r in rows)  # fmt: skip
+
+    for table in first:
+        assert first[table] and strip(first[table]) == strip(second[table]), table
+    keys = [(r["trial_id"], r["split"]) for r in first["als_trials"]]
+    assert len(keys) == len(set(keys))
+
+
+def test_the_run_publishes_the_first_champion(reference_run, embedded):
+    summary = run_summary(reference_run["dagrun"].run_id)
+    model = summary["model"]
+    assert model["status"] == "champion" and model["reason"].endswith("first champion")
+    store = ResultsStore(embedded.results_url)
+    champion = registry.get(store, model["version"])
+    store.close()
+    assert champion["trial_id"] == summary["best_trial_id"] and champion["path"] == model["path"]
+    assert champion["test_map"] == pytest.approx(summary["best_test"]["map"])
+    assert champion["popularity_test_map"] == pytest.approx(summary["popularity_test"]["map"])
+    assert {ti.state for ti in task_instances(reference_run["dagrun"])["announce_champion"]} == {"success"}
+
+
+def _call(url: str, data: dict | None = None) -> tuple[int, dict]:
+    body = json.dumps(data).encode() if data else None
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def test_the_served_api_answers_from_the_champion(served, reference_run):
+    run_id = reference_run["dagrun"].run_id
+    version = run_summary(run_id)["model"]["version"]
+    assert served.get("/healthz") == {"status": "ok", "model_version": version}
+    card = served.get("/model")
+    assert card["version"] == version and card["run_id"] == run_id
+    assert card["serving"]["metric"] in ("dot", "angular_ip") and card["serving"]["recall"] >= 0.9
+
+    train = pq.read_table(run_dir(run_id) / "ingest" / "train", columns=["user_id", "track_id"]).to_pylist()
+    user = pq.read_table(run_dir(run_id) / "ingest" / "validation", columns=["user_id"])["user_id"][0].as_py()
+    played = {r["track_id"] for r in train if r["user_id"] == user}
+    status, answer = _call(f"{served.base_url}/users/{user}/recommendations?k=10")
+    assert status == 200 and answer["user_id"] == user and answer["model_version"] == version
+    tracks = [item["track_id"] for item in answer["items"]]
+    assert len(tracks) == 10 and played and not set(tracks) & played
+    scores = [item["score"] for item in answer["items"]]
+    assert scores == sorted(scores, reverse=True)
+    _, exact = _call(f"{served.base_url}/users/{user}/recommendations?k=10&exact=true")
+    assert exact["exact"] is True and [i["track_id"] for i in exact["items"]] == tracks  # recall 1 on 400 tracks
+
+    status, missing = _call(f"{served.base_url}/users/nobody/recommendations")
+    assert status == 404 and "user 'nobody' is not in model" in missing["detail"]
+    assert _call(f"{served.base_url}/users/{user}/recommendations?k=0")[0] == 422
+
+    history = [{"track_id": t, "count": 3} for t in sorted(played)[:5]] + [{"track_id": "TRNOTATRACK", "count": 1}]
+    status, folded = _call(f"{served.base_url}/recommendations", {"history": history, "k": 10})
+    assert status == 200 and folded["unknown_tracks"] == ["TRNOTATRACK"] and folded["fallback"] is None
+    assert folded["known_tracks"] == min(5, len(played)) and len(folded["items"]) == 10
+    assert not {i["track_id"] for i in folded["items"]} & {h["track_id"] for h in history}
+
+    track = tracks[0]
+    status, similar = _call(f"{served.base_url}/tracks/{track}/similar?k=5")
+    assert status == 200 and len(similar["items"]) == 5 and track not in {i["track_id"] for i in similar["items"]}
+    assert all(-1.0 <= i["score"] <= 1.0 for i in similar["items"])

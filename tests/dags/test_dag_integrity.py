@@ -1,12 +1,14 @@
-"""DAG integrity: imports cleanly, has every stage, fit is mapped, params and defaults are valid."""
+"""DAG integrity: imports cleanly, has every stage, fit is mapped, params come from RunConfig and the
+trigger form gives the same verdict as RunConfig on every param's boundary values."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
 
-from music_recsys.config import RunConfig
+from music_recsys.config import ParamError, RunConfig, check_param
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,16 +59,29 @@ def test_every_stage_is_a_task(dag):
         "prepare",
         "grid_points",
         "ingest",
+        "check_data",
         "index",
         "fit",
         "evaluate",
         "fast_search",
         "record",
+        "publish",
         "report",
+        "announce_champion",
+        "finish",
     }
-    assert dag.get_task("index").upstream_task_ids >= {"ingest"}
+    assert dag.get_task("check_data").upstream_task_ids == {"prepare", "ingest"}
+    assert dag.get_task("index").upstream_task_ids >= {"check_data"}  # no fit before the data check
     assert dag.get_task("evaluate").upstream_task_ids >= {"fit"}
-    assert dag.get_task("report").upstream_task_ids >= {"record", "fast_search", "evaluate"}
+    assert dag.get_task("publish").upstream_task_ids >= {"record", "fast_search", "evaluate", "check_data"}
+    assert dag.get_task("report").upstream_task_ids >= {"publish", "record"}
+    assert dag.get_task("finish").upstream_task_ids == {"report", "announce_champion", "prepare"}
+    assert dag.get_task("finish").trigger_rule == "none_failed"  # a skipped announcement is not a failure
+
+
+def test_champion_and_ingest_emit_assets(dag):
+    uris = {task_id: {a.uri for a in dag.get_task(task_id).outlets} for task_id in ("ingest", "announce_champion")}
+    assert uris == {"ingest": {"recsys://play-counts/ingested"}, "announce_champion": {"recsys://model/champion"}}
 
 
 def test_fit_is_mapped_with_readable_names(dag):
@@ -75,7 +90,7 @@ def test_fit_is_mapped_with_readable_names(dag):
     fit = dag.get_task("fit")
     assert isinstance(fit, MappedOperator)
     assert fit.partial_kwargs["map_index_template"] == "{{ task.grid_point }}"
-    assert fit.partial_kwargs["max_active_tis_per_dag"] >= 1
+    assert fit.partial_kwargs["max_active_tis_per_dag"] == 1  # RECSYS_MAX_PARALLEL_FITS default
 
 
 def test_spark_tasks_use_spark_submit_with_retries_and_timeouts(dag):
@@ -84,40 +99,98 @@ def test_spark_tasks_use_spark_submit_with_retries_and_timeouts(dag):
     for task_id in SPARK_TASKS - {"fit"}:
         task = dag.get_task(task_id)
         assert isinstance(task, SparkSubmitOperator)
-        assert task.retries >= 1 and task.execution_timeout is not None
+        assert task.retries == 1 and task.execution_timeout is not None
         assert task.application.endswith(".py")
     assert dag.get_task("evaluate").trigger_rule == "all_done_min_one_success"
 
 
-def test_params_contract_and_defaults_validate(dag):
+def test_params_are_the_run_config_fields(dag):
+    specs = RunConfig.param_specs()
     assert CONTRACT_PARAMS <= set(dag.params.keys())
-    defaults = dag.params.validate()
-    config = RunConfig.from_params(defaults)  # defaults pass our own validation too
-    assert len(config.trials()) == 3 * 3 * 3 * 2
-    for name in dag.params.keys():
-        assert dag.params.get_param(name).description, f"param {name} has no description"
+    assert list(dag.params.keys()) == [s.name for s in specs]
+    for spec in specs:
+        param = dag.params.get_param(spec.name)
+        assert param.value == spec.default and param.description == spec.description
+        assert param.schema["section"] == spec.section
+        assert {k: v for k, v in param.schema.items() if k not in ("section", "description")} == spec.schema
+    RunConfig(**dag.params.validate())  # the form's defaults build a config
 
 
-def test_params_schema_rejects_bad_values(dag):
-    import copy
+# Values at and across every param's bounds, of the wrong type and of the wrong shape.
+BOUNDARIES = {
+    "integer": [-1, 0, 1, 2, 10, 100, 101, 1000, 1001, 10000, 10001, 10**6, 10**6 + 1, 2**31 - 1, 2**31, 2.5, 3.0, True,
+                "3", None],
+    "number": [-1, -0.001, 0, 0.001, 0.05, 0.5, 1, 1.0001, 2, 100, 100.5, 1000, 1001, 10000, 10001, 10**6, 10**6 + 1,
+               True, "1", None],
+    "boolean": [True, False, 0, 1, "true", None],
+    "string": ["", "map", "mpr", "auc", "fail", "warn", "ignore", 3, None],
+}  # fmt: skip
 
+
+def _values(spec) -> list:
+    schema = spec.schema
+    if schema["type"] != "array":
+        return BOUNDARIES[schema["type"]]
+    items = BOUNDARIES[schema["items"]["type"]]
+    if "enum" in schema["items"]:
+        items = [*schema["items"]["enum"], "nope", 1]
+    singles = [[v] for v in items]
+    return [*singles, [], [items[2], items[2]], [items[2], items[3]], items[2], None]
+
+
+def _form_accepts(dag, name, value) -> bool:
     from airflow.sdk.exceptions import ParamValidationError
 
-    for name, value in [
-        ("ranks", [0]),
-        ("reg_params", [0]),
-        ("alphas", [-1]),
-        ("transforms", ["sqrt"]),
-        ("k", 0),
-    ]:
-        params = copy.deepcopy(dag.params)
-        with pytest.raises(ParamValidationError, match=name):
-            params[name] = value  # ParamsDict validates on assignment
-            params.validate()
+    params = copy.deepcopy(dag.params)
+    try:
+        params[name] = value  # ParamsDict validates on assignment, as the trigger form and `-c` conf do
+        params.validate()
+    except ParamValidationError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def input_paths(data_root) -> dict[str, str]:
+    folder = data_root / "integrity"
+    folder.mkdir(exist_ok=True)
+    for split in ("train", "validation", "test"):
+        (folder / f"{split}.parquet").write_bytes(b"")
+    return {f"{split}_path": f"integrity/{split}.parquet" for split in ("train", "validation", "test")}
+
+
+def _config_accepts(input_paths, name, value) -> bool:
+    """The whole RunConfig validation (schema, canonical form, cross-checks), as ``prepare`` runs it."""
+    try:
+        RunConfig.from_params({**input_paths, name: value})
+    except ParamError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("spec", [s for s in RunConfig.param_specs() if not s.is_path], ids=lambda s: s.name)
+def test_form_and_run_config_agree_on_every_boundary(dag, input_paths, spec):
+    verdicts = {
+        repr(v): (_form_accepts(dag, spec.name, v), _config_accepts(input_paths, spec.name, v)) for v in _values(spec)
+    }
+    disagree = {v: d for v, d in verdicts.items() if d[0] != d[1]}
+    assert not disagree, f"{spec.name}: (form, RunConfig) verdicts differ: {disagree}"
+    assert any(form for form, _ in verdicts.values()) and not all(form for form, _ in verdicts.values())
+
+
+def test_path_params_are_checked_for_roots_by_run_config_only(dag, data_root):
+    # The form cannot know the worker's allowed roots: it checks the type, RunConfig the place.
+    assert _form_accepts(dag, "train_path", "/etc/passwd")
+    spec = next(s for s in RunConfig.param_specs() if s.name == "train_path")
+    assert not _form_accepts(dag, "train_path", "")
+    with pytest.raises(ParamError, match="train_path: '' should be non-empty"):
+        check_param(spec, "")
+    with pytest.raises(ParamError, match="outside the allowed roots"):
+        RunConfig.from_params({"train_path": "/etc/passwd"})
 
 
 def test_dag_is_documented_and_scheduled(dag):
     assert dag.doc_md and "music_recsys" in dag.doc_md
     assert dag.catchup is False
-    assert dag.max_active_runs >= 1
+    assert dag.max_active_runs == 2
     assert "recsys" in dag.tags

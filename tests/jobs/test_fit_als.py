@@ -12,6 +12,7 @@ from jobs import fit_als
 from music_recsys import constants as C
 from music_recsys.artifacts import RunLayout, read_json
 from music_recsys.config import TrialSpec
+from music_recsys.job import InputError
 
 pytestmark = pytest.mark.spark
 
@@ -60,14 +61,16 @@ def test_a_failing_point_is_recorded_and_a_retry_keeps_the_finished_one(spark, i
     good, bad = TrialSpec(3, 0.1, 1.0, "none"), TrialSpec(3, 0.1, 1.0, "drop")
     kwargs = _args(indexed_train, tmp_path, [bad, good], tmp_path / "task.json")
     kwargs["drop_threshold"] = 100  # every count is <= 100: the drop transform leaves nothing
-    with pytest.raises(RuntimeError, match=r"1 of 2 grid points failed: .*leaves no training rows"):
+    # Nothing a retry could fix failed: the job says so (the task then ends without retries).
+    with pytest.raises(InputError, match=r"1 of 2 grid points failed: .*leaves no training rows"):
         fit_als.run(spark, **kwargs)
     layout = RunLayout(tmp_path)
-    assert read_json(layout.trial_result(bad.trial_id))["status"] == "failed"
+    failed = read_json(layout.trial_result(bad.trial_id))
+    assert failed["status"] == "failed" and failed["retryable"] is False
     assert read_json(layout.trial_result(good.trial_id))["status"] == "success"
     first_fit = read_json(layout.trial_result(good.trial_id))["fit_seconds"]
 
-    with pytest.raises(RuntimeError):  # the retry: the good point is kept, the bad one tried again
+    with pytest.raises(InputError):  # the retry: the good point is kept, the bad one tried again
         fit_als.run(spark, **kwargs)
     summary = read_json(tmp_path / "task.json")
     assert summary["kept_from_earlier_attempt"] == [good.trial_id] and summary["failed"] == [bad.trial_id]
@@ -77,7 +80,7 @@ def test_a_failing_point_is_recorded_and_a_retry_keeps_the_finished_one(spark, i
 def test_unconstrained_factors_on_request(spark, indexed_train, tmp_path):
     spec = TrialSpec(5, 0.1, 10.0, "none")
     kwargs = _args(indexed_train, tmp_path, [spec], tmp_path / "task.json")
-    assert kwargs["nonnegative"] is True  # the seed's default
+    assert kwargs["nonnegative"] is True  # the study's NNLS
     kwargs = vars(
         fit_als.parse_args([*_argv(indexed_train, tmp_path, [spec], tmp_path / "task.json"), "--no-nonnegative"])
     )

@@ -1,12 +1,23 @@
-"""Run configuration: path confinement, bounds, enums, the grid."""
+"""Run configuration: path confinement, bounds, enums, the grid, and the params table in the README."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
-from music_recsys.config import RunConfig, TrialSpec, resolve_input_path, safe_run_id
+from music_recsys.config import (
+    ParamError,
+    RunConfig,
+    TrialSpec,
+    describe_schema,
+    params_markdown,
+    resolve_input_path,
+    safe_run_id,
+)
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -58,13 +69,16 @@ def test_grid_and_validation(paths):
     config = RunConfig.from_params(
         {
             **paths,
-            "ranks": [20, 5, 5],
+            "ranks": [20, 5],
             "reg_params": [0.1],
             "alphas": [1, 10],
             "transforms": ["log1p", "none"],
+            "k": 50.0,  # JSON's 50.0 is an integer
         }
     )
     assert config.ranks == [5, 20]
+    assert config.alphas == [1.0, 10.0] and all(isinstance(a, float) for a in config.alphas)
+    assert config.k == 50 and isinstance(config.k, int)
     assert config.transforms == ["none", "log1p"]
     ids = [t.trial_id for t in config.trials()]
     assert len(ids) == 8 and len(set(ids)) == 8
@@ -74,25 +88,53 @@ def test_grid_and_validation(paths):
 @pytest.mark.parametrize(
     "override,message",
     [
-        ({"ranks": [0]}, "ranks"),
-        ({"ranks": [2.5]}, "not an integer"),
-        ({"reg_params": [0]}, "reg_params"),
+        ({"ranks": [0]}, r"ranks\[0\]: 0 is less than the minimum of 1"),
+        ({"ranks": [2.5]}, r"ranks\[0\]: 2.5 is not of type 'integer'"),
+        ({"ranks": [5, 5]}, "ranks: .* non-unique"),
+        ({"reg_params": [0]}, "reg_params.*less than or equal to the minimum of 0"),
         ({"alphas": [-1]}, "alphas"),
-        ({"transforms": ["sqrt"]}, "not allowed"),
-        ({"k": 0}, "k"),
+        ({"transforms": ["sqrt"]}, r"transforms\[0\]: 'sqrt' is not one of"),
+        ({"k": 0}, "k: 0 is less than the minimum of 1"),
+        ({"k": True}, "k: True is not of type 'integer'"),
         ({"sample_fraction": 0}, "sample_fraction"),
-        ({"annoy_search_k": [0]}, "annoy_search_k"),
+        ({"annoy_search_k": [0]}, r"annoy_search_k\[0\]: 0 is not allowed"),
+        ({"selection_metric": "auc"}, "selection_metric: 'auc' is not one of"),
+        ({"on_data_drift": "ignore"}, "on_data_drift"),
         ({"ranks": list(range(1, 40)), "alphas": list(range(30))}, "max_map_length"),
     ],
 )
 def test_bad_params_are_refused(paths, override, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ParamError, match=message):
         RunConfig.from_params({**paths, **override})
 
 
-def test_missing_paths_are_named():
-    with pytest.raises(ValueError, match="train_path, validation_path, test_path must be set"):
-        RunConfig.from_params({})
+def test_unknown_params_are_refused_with_a_suggestion(paths):
+    with pytest.raises(ParamError, match="unknown 'rank' \\(did you mean 'ranks'\\?\\)"):
+        RunConfig.from_params({**paths, "rank": [5]})
+
+
+def test_defaults_are_the_study_grid(paths):
+    config = RunConfig.from_params(paths)
+    assert len(config.trials()) == 3 * 3 * 3 * 2
+    assert config.selection_metric == "map" and config.on_data_drift == "fail" and config.promote is True
+
+
+def test_every_param_has_a_schema_description_and_section():
+    names = set()
+    for spec in RunConfig.param_specs():
+        assert spec.description and spec.section and spec.schema.get("type"), spec.name
+        assert describe_schema(spec.schema), spec.name
+        names.add(spec.name)
+    assert {"train_path", "ranks", "k", "sample_fraction", "annoy_trees", "annoy_search_k"} <= names
+
+
+def test_readme_params_table_is_the_generated_one():
+    """The README's table is `music-recsys params` output: one source, no copy that can drift."""
+    readme = (REPO / "README.md").read_text()
+    start, end = "<!-- params:start -->\n", "\n<!-- params:end -->"
+    assert start in readme and end in readme, "README lacks the params table markers"
+    table = readme[readme.index(start) + len(start) : readme.index(end)]
+    assert table == params_markdown(), "README params table is stale: paste `music-recsys params` output"
 
 
 def test_trial_ids_and_run_ids_are_path_safe():

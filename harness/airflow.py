@@ -1,0 +1,118 @@
+"""Airflow for tests and benchmarks: the DAG run in-process (``dag.test``), or Airflow as a deployment
+runs it on one machine — api-server (which also serves the execution API the task processes talk to),
+scheduler with LocalExecutor, and dag-processor, on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from harness.services import BIN, get_json, stop, wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+DAG_ID = "music_recsys"
+
+
+def load_dag():
+    """The DAG as the dag-processor would parse it (no metadata DB needed)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    if bag.import_errors:
+        raise RuntimeError(f"DAG import errors: {bag.import_errors}")
+    return bag.dags[DAG_ID]
+
+
+def run_dag(conf: dict[str, Any], logical_date: datetime | None = None):
+    """One run of the DAG in this process, every task in sequence (``dag.test``); the DagRun."""
+    return load_dag().test(run_conf=conf, logical_date=logical_date)
+
+
+def run_summary(run_id: str) -> dict[str, Any]:
+    """The report task's ``summary.json`` of a run."""
+    from music_recsys.config import run_dir
+
+    return json.loads((run_dir(run_id) / "report" / "summary.json").read_text())
+
+
+def run_dag_summary(conf: dict[str, Any], logical_date: datetime | None = None) -> dict[str, Any]:
+    """``run_dag``, which must succeed; the run's summary."""
+    dagrun = run_dag(conf, logical_date)
+    if not str(dagrun.state).endswith("success"):
+        raise RuntimeError(f"DAG run {dagrun.run_id} ended {dagrun.state}; see the task logs above")
+    return run_summary(dagrun.run_id)
+
+
+class LocalAirflow:
+    def __init__(self, base_url: str, env: dict[str, str]):
+        self.base_url = base_url
+        self.env = env
+        self.airflow = str(BIN / "airflow")
+
+    def cli(self, *args: str) -> str:
+        return subprocess.run([self.airflow, *args], env=self.env, check=True, capture_output=True, text=True).stdout
+
+    def unpause(self) -> None:
+        self.cli("dags", "unpause", DAG_ID)
+
+    def trigger(self, conf: dict, run_id: str) -> str:
+        self.cli("dags", "trigger", DAG_ID, "--run-id", run_id, "--conf", json.dumps(conf))
+        return run_id
+
+    def get(self, path: str) -> dict:
+        return get_json(f"{self.base_url}/api/v2/{path}")
+
+    def runs(self) -> list[dict]:
+        return self.get(f"dags/{DAG_ID}/dagRuns?order_by=logical_date")["dag_runs"]
+
+    def task_instances(self, run_id: str) -> list[dict]:
+        return self.get(f"dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]
+
+    def wait_for_runs(self, count: int, timeout: float) -> list[dict]:
+        """Poll until ``count`` runs exist and all have finished; return them (oldest logical date first)."""
+        found: list[dict] = []
+
+        def finished() -> bool:
+            nonlocal found
+            found = self.runs()  # a busy api-server (the runs' Spark jobs share the cores) may answer late
+            return len(found) >= count and all(r["state"] in ("success", "failed") for r in found)
+
+        wait_until(finished, timeout, f"{count} runs finished (last seen: {found})", interval=3)
+        return found
+
+
+@contextlib.contextmanager
+def local_airflow(home: Path, port: int, extra_env: dict[str, str] | None = None) -> Iterator[LocalAirflow]:
+    """Start the three services with ``AIRFLOW_HOME=home`` and ``extra_env``; stop them on exit."""
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        **(extra_env or {}),
+    }
+    service = LocalAirflow(f"http://127.0.0.1:{port}", env)
+    service.cli("db", "migrate")
+    with contextlib.ExitStack() as stack:
+        for args in (["api-server", "--port", str(port)], ["scheduler"], ["dag-processor"]):
+            log = stack.enter_context(open(home / f"{args[0]}.log", "w"))
+            process = subprocess.Popen([service.airflow, *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+            stack.callback(stop, process)
+        wait_until(
+            lambda: service.get(f"dags/{DAG_ID}")["dag_id"] == DAG_ID,
+            180,
+            f"DAG {DAG_ID} served (logs in {home})",
+            interval=2,
+        )
+        yield service

@@ -1,0 +1,157 @@
+"""``music-recsys``: the commands a user runs by hand.
+
+music-recsys demo                 generate a small data set, run the whole DAG, serve one request
+music-recsys generate --out DIR   MSD-like play counts (parquet, MSD TSV or CSV)
+music-recsys serve                the champion of the model registry over HTTP
+music-recsys models [list]        the model registry; `models promote VERSION` rolls back or forward
+music-recsys params               the DAG's params (the README table, or --json for the schemas)
+music-recsys check                the installation: pyspark's Python files match its jars
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from music_recsys import demo
+
+    return demo.main(users=args.users, items=args.items)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from music_recsys import datagen
+
+    manifest = datagen.main(**{k: v for k, v in vars(args).items() if k not in ("command", "handler")})
+    datagen.print_manifest(manifest)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from music_recsys.serving.app import Settings, bundle_locator, create_app, registry_locator
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    locate = bundle_locator(Path(args.bundle)) if args.bundle else registry_locator(args.results_url)
+    app = create_app(Settings(locate=locate, poll_seconds=args.poll_seconds))
+    uvicorn.run(app, host=args.host, port=args.port, access_log=args.access_log, log_level="info")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from music_recsys import registry
+    from music_recsys.results import ResultsStore, results_url
+
+    store = ResultsStore(args.results_url or results_url())
+    try:
+        if args.action == "promote":
+            if not args.version:
+                print("models promote: name the VERSION to make champion", file=sys.stderr)
+                return 2
+            try:
+                row = registry.promote_manually(store, args.version, args.reason)
+            except LookupError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            print(f"{row['model_version']} is champion ({row['reason']})")
+            return 0
+        rows = registry.all_models(store)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    if not rows:
+        print("no models registered yet (a DAG run's publish task registers one)")
+        return 0
+    print(f"{'version':<24} {'status':<10} {'test MAP':>9} {'popularity':>10}  {'trial':<26} reason")
+    for r in rows:
+        test_map = f"{r['test_map']:.4f}" if r["test_map"] is not None else "—"
+        popularity = f"{r['popularity_test_map']:.4f}" if r["popularity_test_map"] is not None else "—"
+        print(
+            f"{r['model_version']:<24} {r['status']:<10} {test_map:>9} {popularity:>10}  "
+            f"{r['trial_id']:<26} {r['reason']}"
+        )
+    return 0
+
+
+def _params(args: argparse.Namespace) -> int:
+    from music_recsys.config import RunConfig, params_markdown
+
+    if args.json:
+        specs = [
+            {"name": s.name, "default": s.default, "section": s.section, "description": s.description, **s.schema}
+            for s in RunConfig.param_specs()
+        ]
+        print(json.dumps(specs, indent=2))
+    else:
+        print(params_markdown())
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from music_recsys import checks
+
+    return checks.main()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from music_recsys import datagen
+
+    parser = argparse.ArgumentParser(prog="music-recsys", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="generate a small data set, run the whole DAG, answer one request")
+    demo.add_argument("--users", type=int, default=3000, help="users in the generated data set")
+    demo.add_argument("--items", type=int, default=1500, help="tracks in the generated data set")
+    demo.set_defaults(handler=_demo)
+
+    generate = commands.add_parser(
+        "generate", help="generate MSD-like play counts", description=datagen.__doc__.split("\n\n")[0]
+    )
+    datagen.add_arguments(generate)
+    generate.set_defaults(handler=_generate)
+
+    serve = commands.add_parser("serve", help="serve the champion model over HTTP (FastAPI)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port")
+    serve.add_argument("--bundle", help="serve this bundle folder instead of the registry's champion")
+    serve.add_argument(
+        "--results-url", help="SQLAlchemy URL of the results store (default: the recsys_results connection)"
+    )
+    serve.add_argument(
+        "--poll-seconds", type=float, default=10.0, help="how often to ask the registry for a new champion"
+    )
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.set_defaults(handler=_serve)
+
+    models = commands.add_parser("models", help="the model registry")
+    models.add_argument("action", nargs="?", choices=["list", "promote"], default="list")
+    models.add_argument("version", nargs="?", help="with promote: the version to make champion")
+    models.add_argument("--reason", default="promoted by hand (music-recsys models promote)", help="with promote")
+    models.add_argument("--results-url", help="SQLAlchemy URL of the results store")
+    models.add_argument("--json", action="store_true", help="every column, as JSON")
+    models.set_defaults(handler=_models)
+
+    params = commands.add_parser("params", help="the DAG's params: defaults, allowed values, meaning")
+    params.add_argument("--json", action="store_true", help="the JSON schemas instead of the table")
+    params.set_defaults(handler=_params)
+
+    check = commands.add_parser("check", help="check the installation (pyspark Python files vs jars)")
+    check.set_defaults(handler=_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,98 @@
+"""Retraining guardrails on the real DAG (Spark Connect, to be quick): a backfill of an older date never
+replaces the champion; a drop with 60 % of its train rows gone stops before any fit, or with
+on_data_drift: warn finishes without being promoted; a file of bad rows fails once, without retries."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from harness.airflow import run_summary
+from music_recsys import registry
+from music_recsys.artifacts import read_json
+from music_recsys.config import run_dir
+from music_recsys.results import ResultsStore
+from tests.dags.dagruns import GRID, paths, task_instances
+
+pytestmark = [pytest.mark.e2e, pytest.mark.spark, pytest.mark.postgres, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def thinned(data_root, tiny_data):
+    """``thin/``: the tiny drop with 60 % of its train rows removed (seeded), validation and test as they were."""
+    folder = data_root / "thin"
+    folder.mkdir(exist_ok=True)
+    train = pq.read_table(data_root / "tiny" / "train.parquet")
+    keep = np.sort(np.random.default_rng(0).choice(train.num_rows, int(train.num_rows * 0.4), replace=False))
+    pq.write_table(train.take(keep), folder / "train.parquet")
+    for split in ("validation", "test"):
+        pq.write_table(pq.read_table(data_root / "tiny" / f"{split}.parquet"), folder / f"{split}.parquet")
+    return {"rows_before": train.num_rows, "rows_after": len(keep)}
+
+
+def _champion(embedded) -> str:
+    store = ResultsStore(embedded.results_url)
+    version = registry.champion(store)["model_version"]
+    store.close()
+    return version
+
+
+def test_a_backfill_of_an_older_date_leaves_the_champion_alone(connect_run, embedded, connect_server):
+    champion = _champion(embedded)
+    dagrun = embedded.run(
+        {**paths("tiny"), **GRID},
+        logical_date=datetime(2026, 1, 5, 3, tzinfo=UTC),
+        AIRFLOW_CONN_SPARK_DEFAULT=connect_server.connection(),
+    )
+    assert str(dagrun.state).endswith("success")
+    model = run_summary(dagrun.run_id)["model"]
+    assert model["status"] == "candidate" and "a backfill never replaces a newer model" in model["reason"]
+    assert _champion(embedded) == champion
+    assert {ti.state for ti in task_instances(dagrun)["announce_champion"]} == {"skipped"}  # no asset event
+
+
+def test_a_thinned_drop_stops_before_any_fit(connect_run, embedded, connect_server, thinned):
+    dagrun = embedded.run({**paths("thin"), **GRID}, AIRFLOW_CONN_SPARK_DEFAULT=connect_server.connection())
+    assert str(dagrun.state).endswith("failed")
+    tis = task_instances(dagrun)
+    check = tis["check_data"][0]
+    assert (check.state, check.try_number) == ("failed", 1)  # retries=3 on this task, none used
+    assert {ti.state for ti in tis["index"] + tis["fit"] + tis["publish"]} == {"upstream_failed"}
+    store = ResultsStore(embedded.results_url)
+    train = next(r for r in store.fetch("data_profiles", dagrun.run_id) if r["split"] == "train")
+    store.close()
+    assert train["verdict"] == "drift" and train["rows"] == thinned["rows_after"]
+    rows = next(v for v in train["violations"] if v["figure"] == "rows")
+    assert rows["before"] == thinned["rows_before"] and rows["value"] == pytest.approx(-0.6, abs=0.001)
+
+
+def test_a_thinned_drop_with_warn_finishes_and_is_not_promoted(connect_run, embedded, connect_server, thinned):
+    champion = _champion(embedded)
+    dagrun = embedded.run(
+        {**paths("thin"), **GRID, "on_data_drift": "warn"}, AIRFLOW_CONN_SPARK_DEFAULT=connect_server.connection()
+    )
+    assert str(dagrun.state).endswith("success")
+    summary = run_summary(dagrun.run_id)
+    assert summary["data_check"] == "drift"
+    assert summary["model"]["status"] == "rejected" and "the data check found drift" in summary["model"]["reason"]
+    assert "-60.0%" in summary["model"]["reason"]
+    assert _champion(embedded) == champion
+
+
+def test_a_file_of_bad_rows_fails_once_without_retries(embedded, connect_server, data_root):
+    folder = data_root / "bad"
+    folder.mkdir(exist_ok=True)
+    (folder / "train.txt").write_text("u1\tT1\t3\nu1\tT2\t0\nu2\tT1\tx\nu3\t\t1\nu4\tT3\n")  # 4 of 5 rows bad
+    for split in ("validation", "test"):
+        (folder / f"{split}.txt").write_text("u1\tT3\t1\n")
+    conf = {f"{s}_path": f"bad/{s}.txt" for s in ("train", "validation", "test")}
+    dagrun = embedded.run({**conf, **GRID}, AIRFLOW_CONN_SPARK_DEFAULT=connect_server.connection())
+    assert str(dagrun.state).endswith("failed")
+    ingest = task_instances(dagrun)["ingest"][0]
+    assert (ingest.state, ingest.try_number, ingest.max_tries) == ("failed", 1, 1)  # one retry allowed, none used
+    result = read_json(run_dir(dagrun.run_id) / "results" / "ingest.json")
+    assert result["retryable"] is False
+    assert "train.txt: 4 of 5 rows rejected (80.00% > max_reject_fraction 1.00%)" in result["error"]

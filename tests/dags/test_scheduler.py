@@ -1,0 +1,172 @@
+"""Airflow as a deployment runs it — api-server, scheduler (LocalExecutor, PostgreSQL metadata) and
+dag-processor on loopback, one stack for the module, every Spark stage on the session's Spark Connect
+server (a task process is then a thin client, so three full runs stay quick):
+
+- the trigger form, filled in headless Chromium with a small grid, runs to success (screenshots under
+  test-artifacts/ui/);
+- `airflow backfill create` plans one run per weekly date, and executes two dates at once, each on its
+  own data partition (`drops/{{ ds }}/…`), with rows for both in the results store; no scheduled run
+  starts when the DAG is unpaused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from harness.airflow import local_airflow
+from harness.services import airflow_uri, free_port
+from music_recsys import datagen
+from music_recsys.config import run_dir
+from music_recsys.results import ResultsStore
+from tests.conftest import TINY
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts" / "ui"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = [pytest.mark.e2e, pytest.mark.spark, pytest.mark.postgres, pytest.mark.slow]
+
+DATES = ["2026-01-05", "2026-01-12"]  # two Mondays: the weekly schedule's logical dates (03:00 UTC)
+GRID = {"ranks": [4], "reg_params": [0.1], "alphas": [5.0], "annoy_trees": [2], "annoy_search_k": [100]}
+CONF = {
+    "train_path": "drops/{{ ds }}/train.parquet",
+    "validation_path": "drops/{{ ds }}/validation.parquet",
+    "test_path": "drops/{{ ds }}/test.parquet",
+    **GRID,
+    "transforms": ["none"],
+    "k": 20,
+    "max_iter": 3,
+}
+
+
+@pytest.fixture(scope="module")
+def scheduler(databases, connect_server, tiny_data, data_root, tmp_path_factory):
+    # Two weekly drops of the tiny data set's population: same listeners and tracks, plays sampled anew.
+    manifests = {ds: datagen.main(out=str(data_root / "drops" / ds), **TINY, drop=i + 1) for i, ds in enumerate(DATES)}
+    results_url = databases.create()
+    env = {
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": databases.create().replace("postgresql://", "postgresql+psycopg2://"),
+        "AIRFLOW_CONN_RECSYS_RESULTS": airflow_uri(results_url),
+        "AIRFLOW_CONN_SPARK_DEFAULT": connect_server.connection(),
+        "RECSYS_RETRIES": "0",
+        # The weekly schedule stays on, but its first tick is far ahead: unpausing starts nothing.
+        "RECSYS_START_DATE": "2100-01-01",
+    }
+    with local_airflow(tmp_path_factory.mktemp("airflow-services"), free_port(), env) as airflow:
+        airflow.unpause()
+        yield {"airflow": airflow, "results_url": results_url, "manifests": manifests}
+
+
+def test_trigger_form_runs_a_small_grid(scheduler):
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            raise RuntimeError("chromium is not installed (.ci/run installs Debian's chromium)")
+        pytest.skip("Debian's chromium is not installed")
+    from playwright.sync_api import sync_playwright
+
+    airflow = scheduler["airflow"]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )  # fmt: skip
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=airflow.base_url)
+        page = context.new_page()
+        page.goto(f"{airflow.base_url}/dags/music_recsys", wait_until="networkidle")
+        page.get_by_role("button", name="Trigger").first.click()
+        dialog = page.locator("[role=dialog][data-state=open]")
+        dialog.wait_for()
+        # Array params are JSON editors that re-format on every keystroke: paste each value whole.
+        for name, value in GRID.items():
+            editor = dialog.locator(f"#element_{name}")
+            editor.scroll_into_view_if_needed()
+            editor.click()
+            page.wait_for_timeout(300)
+            page.evaluate("text => navigator.clipboard.writeText(text)", json.dumps(value))
+            page.keyboard.press("Control+A")
+            page.keyboard.press("Control+V")
+            page.wait_for_timeout(200)
+        dialog.locator("textarea[name=element_transforms]").fill("none")  # enum array: one per line
+        fields = {"k": "20", "max_iter": "3"} | {
+            f"{s}_path": f"tiny/{s}.parquet" for s in ("train", "validation", "test")
+        }
+        for name, value in fields.items():
+            dialog.locator(f"input[name=element_{name}]").fill(value)
+        dialog.screenshot(path=str(ARTIFACTS / "trigger_form.png"))
+        dialog.get_by_role("button", name="Trigger", exact=True).click()
+
+        runs = airflow.wait_for_runs(1, timeout=600)
+        assert len(runs) == 1
+        run = runs[0]
+        assert run["conf"]["ranks"] == [4] and run["conf"]["transforms"] == ["none"] and run["conf"]["k"] == 20
+        assert run["conf"]["train_path"] == "tiny/train.parquet"
+        assert run["state"] == "success"
+        fits = [t for t in airflow.task_instances(run["dag_run_id"]) if t["task_id"] == "fit"]
+        assert [t["rendered_map_index"] for t in fits] == ["r4_reg0.1_a5_none"]
+        page.goto(f"{airflow.base_url}/dags/music_recsys/runs/{run['dag_run_id']}", wait_until="networkidle")
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(ARTIFACTS / "grid_view.png"), full_page=True)
+        browser.close()
+    assert (ARTIFACTS / "grid_view.png").stat().st_size > 20_000
+
+
+def test_backfill_over_a_grid_plans_every_week(scheduler):
+    out = scheduler["airflow"].cli(
+        "backfill", "create", "--dag-id", "music_recsys", "--from-date", "2026-01-05", "--to-date", "2026-01-27",
+        "--max-active-runs", "2", "--dry-run", "--dag-run-conf", json.dumps(CONF),
+    )  # fmt: skip
+    dates = re.findall(r"\| (2026-\d\d-\d\d) 03:00:00\+00:00 \|", out)
+    assert dates == ["2026-01-05", "2026-01-12", "2026-01-19", "2026-01-26"]  # Mondays 03:00 UTC
+    assert "drops/{{ ds }}/train.parquet" in out
+
+
+def test_backfill_runs_each_date_on_its_partition_concurrently(scheduler, data_root):
+    airflow, manifests = scheduler["airflow"], scheduler["manifests"]
+    before = {r["dag_run_id"] for r in airflow.runs()}
+    airflow.cli(
+        "backfill", "create", "--dag-id", "music_recsys", "--from-date", DATES[0], "--to-date", "2026-01-13",
+        "--max-active-runs", "2", "--dag-run-conf", json.dumps(CONF),
+    )  # fmt: skip
+    runs = [r for r in airflow.wait_for_runs(len(before) + 2, timeout=900) if r["dag_run_id"] not in before]
+    # Only the two backfill runs: the schedule started nothing.
+    assert [r["run_type"] for r in runs] == ["backfill", "backfill"]
+    assert [r["state"] for r in runs] == ["success", "success"]
+    assert [r["logical_date"][:10] for r in runs] == DATES
+    assert all(r["conf"]["ranks"] == [4] for r in runs)
+    # Both runs were active at the same time (the backfill allows 2; the fits still queue one at a time).
+    spans = [(datetime.fromisoformat(r["start_date"]), datetime.fromisoformat(r["end_date"])) for r in runs]
+    assert max(s for s, _ in spans) < min(e for _, e in spans), spans
+
+    store = ResultsStore(scheduler["results_url"])
+    try:
+        for run, ds in zip(runs, DATES, strict=True):
+            directory = run_dir(run["dag_run_id"])
+            plan = json.loads((directory / "plan.json").read_text())
+            train = plan["ingest_args"][plan["ingest_args"].index("--train") + 1]
+            assert train == str(data_root / "drops" / ds / "train.parquet")
+            ingest = json.loads((directory / "results" / "ingest.json").read_text())
+            assert ingest["splits"]["train"]["rows_read"] == manifests[ds]["stats"]["train"]["rows"]
+            rows = store.fetch("als_trials", run["dag_run_id"])
+            assert {(r["trial_id"], r["split"]) for r in rows} >= {
+                ("popularity", "validation"),
+                ("r4_reg0.1_a5_none", "validation"),
+                ("r4_reg0.1_a5_none", "test"),
+            }
+            assert all(r["status"] == "success" for r in rows)
+            assert store.fetch("ann_trials", run["dag_run_id"])
+            model = json.loads((directory / "results" / "publish.json").read_text())
+            if before:  # older than the champion the trigger-form run made: published, never promoted
+                assert model["status"] == "candidate" and "older than champion" in model["reason"]
+        assert run_dir(runs[0]["dag_run_id"]) != run_dir(runs[1]["dag_run_id"])
+        assert manifests[DATES[0]]["stats"]["train"]["rows"] != manifests[DATES[1]]["stats"]["train"]["rows"]
+    finally:
+        store.close()
