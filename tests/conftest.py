@@ -3,8 +3,10 @@ and the services tests share (one tiny data set, PostgreSQL databases, a Spark C
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -14,6 +16,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="music-recsys-tests-"))
+if not os.environ.get("RECSYS_KEEP_TEST_FILES"):  # set it to look at a session's data, runs and logs
+    atexit.register(shutil.rmtree, _SESSION_DIR, ignore_errors=True)
 
 # Set before anything imports airflow: configuration is read once, at import.
 os.environ["RECSYS_DATA_ROOT"] = str(_SESSION_DIR / "data")
