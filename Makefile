@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export RECSYS_DATA_ROOT ?= $(CURDIR)/data
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 
-.PHONY: setup demo test test-fast lint data bench clean
+.PHONY: setup demo serve test test-fast lint data bench clean
 
 setup: $(STAMP)
 
@@ -23,7 +23,11 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/python -m music_recsys.demo
+	$(BIN)/music-recsys demo
+
+# The champion of the demo's registry (SQLite under the data root) on http://127.0.0.1:8000.
+serve: setup
+	$(BIN)/music-recsys serve --host 127.0.0.1 --port 8000
 
 test: setup
 	$(BIN)/ruff check .
@@ -37,11 +41,13 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 data: setup
-	$(BIN)/python -m music_recsys.datagen --out $(RECSYS_DATA_ROOT)/msd_like
+	$(BIN)/music-recsys generate --out $(RECSYS_DATA_ROOT)/msd_like
 
 # Benchmarks: long, by hand, appending to bench/RESULTS.md (never part of `make test`).
 bench: setup
 	$(BIN)/pip install --quiet -r requirements-bench.txt -c constraints.txt
+	$(BIN)/python bench/cold_start.py
+	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/eval_topk.py
 	$(BIN)/python bench/als_fit.py
 	$(BIN)/python bench/als_tuning.py

@@ -2,7 +2,7 @@
 
 Both sides do the same work — top-k by inner product with already-played items excluded, then the five
 ranking metrics per user — so the ratio is the price of doing it in Spark. Optionally also times
-``ALSModel.recommendForUserSubset`` (the seed's way) at the smaller size.
+``ALSModel.recommendForUserSubset`` (the study's way) at the smaller size.
 
     .venv/bin/python bench/eval_topk.py --sizes 5000x20000 20000x100000 --k 500
 """

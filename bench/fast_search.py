@@ -1,4 +1,4 @@
-"""Benchmark: Annoy vs exact top-k at the seed's scale (385K items × rank 20), measured side by side.
+"""Benchmark: Annoy vs exact top-k at the study's scale (385K items × rank 20), measured side by side.
 
 Item factors are synthetic but shaped like nonnegative ALS factors: clustered directions (genres) and
 heavy-tailed norms (popularity). Runs the same sweep as the DAG's fast_search stage and appends the

@@ -1,6 +1,6 @@
 """Benchmark: the serving API under load over loopback — Annoy vs exact, and a champion switch under load.
 
-Builds a bundle at the seed's scale (385K tracks × rank 20: the fast-search benchmark's synthetic
+Builds a bundle at the study's scale (385K tracks × rank 20: the fast-search benchmark's synthetic
 clustered nonnegative factors, synthetic users drawn the same way with ~30 played tracks each) and its
 Annoy index at an operating point measured here (recall@50 vs exact, angular_ip, 4 x k candidates
 re-ranked), starts the real server (``music-recsys serve --bundle``) as a subprocess and drives it with

@@ -11,14 +11,6 @@ if TYPE_CHECKING:
     from pyspark.ml.recommendation import ALS
     from pyspark.sql import DataFrame
 
-TRANSFORM_DESCRIPTIONS = {
-    "none": "rating = play count",
-    "log1p": "rating = log(1 + play count) (the seed's log compression)",
-    "drop": "rows with play count <= drop_threshold removed, rating = play count",
-    "log1p_drop": "rows with play count <= drop_threshold removed, rating = log(1 + play count)",
-}
-
-
 def apply_transform(df: DataFrame, transform: str, drop_threshold: int) -> DataFrame:
     """Turn indexed counts into the ALS ``rating`` column according to one grid transform."""
     from pyspark.sql import functions as F
@@ -31,9 +23,9 @@ def apply_transform(df: DataFrame, transform: str, drop_threshold: int) -> DataF
     return df.select(C.USER_IDX, C.ITEM_IDX, rating.cast("float").alias(C.RATING))
 
 
-# ALS's in/out blocks and per-iteration factors. MEMORY_ONLY measured 20 % faster than Spark's default
-# MEMORY_AND_DISK (bench/als_tuning.py, 894K ratings); set MEMORY_AND_DISK when the ratings do not fit
-# in executor memory (evicted blocks are then recomputed from the last checkpoint).
+# ALS's in/out blocks and per-iteration factors. MEMORY_ONLY measured faster than Spark's default
+# MEMORY_AND_DISK (bench/RESULTS.md, "ALS tuning"); set MEMORY_AND_DISK when the ratings do not fit in
+# executor memory (evicted blocks are then recomputed from the last checkpoint).
 STORAGE_LEVEL = os.environ.get("RECSYS_ALS_STORAGE_LEVEL", "MEMORY_ONLY")
 
 
@@ -43,14 +35,14 @@ def build_als(
     alpha: float,
     max_iter: int,
     seed: int,
-    num_blocks: int = 10,
+    num_blocks: int,
     *,
     nonnegative: bool = True,
     storage_level: str = STORAGE_LEVEL,
 ) -> ALS:
-    """Implicit ALS as in the seed (``nonnegative=True``: NNLS solves). ``num_blocks`` partitions users
-    and items; Spark's default of 10 costs more in scheduling than it gains on few cores (measured on
-    894K ratings, 2 cores, one run: 26.7 s with 10 blocks, 26.5 s with 1, 18.4 s with 2 = one per core)."""
+    """Implicit ALS as in the study (``nonnegative=True``: NNLS solves). ``num_blocks`` partitions users
+    and items: the fit job passes one block per core Spark gives it, which measured faster than Spark's
+    default of 10 on few cores (bench/RESULTS.md, "ALS tuning")."""
     from pyspark.ml.recommendation import ALS
 
     return ALS(

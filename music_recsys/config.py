@@ -424,6 +424,8 @@ def describe_schema(schema: dict[str, Any]) -> str:
     if "enum" in schema:
         return " / ".join(f"`{v}`" for v in schema["enum"])
     kind = {"integer": "integer", "number": "number", "boolean": "true / false", "string": "text"}[schema["type"]]
+    if schema.get("minLength"):
+        kind = "non-empty text"
     if "exclusiveMinimum" in schema:
         low = f"> {schema['exclusiveMinimum']:g}"
     else:

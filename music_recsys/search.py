@@ -67,7 +67,7 @@ class AnnoySearcher:
         index.set_seed(seed)  # before add_item, so the same data gives the same trees
         for i, vector in enumerate(vectors):
             index.add_item(i, vector)
-        # Annoy's threaded build (n_jobs != 1) ignores the seed's order: seen here, two builds with
+        # Annoy's threaded build (n_jobs != 1) ignores the random seed: seen here, two builds with
         # seed 9 and n_jobs=-1 differed. n_jobs=1 keeps builds reproducible; pass -1 for speed.
         index.build(n_trees, n_jobs=n_jobs)
         index.save(str(path))

@@ -26,6 +26,8 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW_CONN_SPARK_DEFAULT"] = json.dumps({"conn_type": "spark", "host": "local[2]"})
 os.environ["RECSYS_SHUFFLE_PARTITIONS"] = "4"
+# Tests read earlier runs' files; retention has its own tests (tests/music_recsys/test_retention.py).
+os.environ["RECSYS_KEEP_RUNS"] = "1000"
 os.environ.pop("AIRFLOW_CONN_RECSYS_RESULTS", None)
 os.environ.pop("RECSYS_INPUT_ROOTS", None)
 os.environ["PYSPARK_PYTHON"] = sys.executable

@@ -27,6 +27,7 @@ import pytest
 
 from harness.airflow import local_airflow
 from harness.services import airflow_uri, free_port
+from music_recsys import constants as C
 from music_recsys import datagen, registry
 from music_recsys.config import run_dir
 from music_recsys.results import ResultsStore
@@ -188,7 +189,7 @@ def test_backfill_runs_each_date_on_its_partition_concurrently(scheduler, data_r
             assert ingest["splits"]["train"]["rows_read"] == manifests[ds]["stats"]["train"]["rows"]
             rows = store.fetch("als_trials", run["dag_run_id"])
             assert {(r["trial_id"], r["split"]) for r in rows} >= {
-                ("popularity", "validation"),
+                (C.POPULARITY_TRIAL_ID, "validation"),
                 ("r4_reg0.1_a5_none", "validation"),
                 ("r4_reg0.1_a5_none", "test"),
             }

@@ -1,4 +1,4 @@
-"""The generator: the seed's count statistics, power laws, split shape, taste signal, reproducibility."""
+"""The generator: the study's count statistics, power laws, split shape, taste signal, reproducibility."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ def test_counts_match_the_seed_statistics():
     assert stats["median"] == 1
     assert stats["p25"] == 1
     assert stats["p75"] == 3
-    assert stats["mean"] == pytest.approx(2.8762, rel=0.05)  # the seed's mean
-    assert 4.0 < stats["std"] < 9.0  # the seed's 6.46; the tail makes the sample std noisy
+    assert stats["mean"] == pytest.approx(2.8762, rel=0.05)  # the study's mean
+    assert 4.0 < stats["std"] < 9.0  # the study's 6.46; the tail makes the sample std noisy
     assert 500 < stats["max"] <= 9667
 
 
