@@ -19,7 +19,7 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt -c constraints.txt
 	$(BIN)/pip install --quiet --no-deps -e .
-	$(BIN)/python -m music_recsys.checks
+	$(BIN)/music-recsys check --build-cds
 	touch $(STAMP)
 
 demo: setup

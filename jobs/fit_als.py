@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
-from music_recsys import constants as C
 from music_recsys import job
 from music_recsys.als import apply_transform, build_als
 from music_recsys.artifacts import RunLayout, read_json, save_npy, write_json
@@ -65,8 +65,7 @@ def fit_trial(
         started = time.perf_counter()
         als = build_als(spec.rank, spec.reg_param, spec.alpha, max_iter, seed, num_blocks, nonnegative=nonnegative)
         model = als.fit(ratings)
-        # Factors are computed lazily; materialise them inside the timed section.
-        users_with_factors = model.userFactors.count()
+        # ALS's final factors are persisted as it ends; collecting the items (all we need here) times it.
         item_rows = model.itemFactors.collect()
         fit_seconds = time.perf_counter() - started
         model.userFactors.write.mode("overwrite").parquet(str(out_dir / "user_factors"))
@@ -80,7 +79,6 @@ def fit_trial(
             "n_ratings": n_ratings,
             "n_users": n_users,
             "n_items": n_items,
-            "users_with_factors": users_with_factors,
             "items_with_factors": len(item_rows),
             "num_blocks": num_blocks,
             "out_dir": str(out_dir),
@@ -93,6 +91,14 @@ def fit_trial(
             ratings.unpersist()
     write_json(result, report)
     return report
+
+
+def index_shape(train: str) -> tuple[int, int]:
+    """Users and tracks of the index (``<index dir>/train``'s sibling ``labels/``): the factor matrices' rows."""
+    import pyarrow.parquet as pq
+
+    labels = Path(train).parent / "labels"
+    return tuple(pq.read_metadata(labels / f"{key}.parquet").num_rows for key in ("users", "tracks"))
 
 
 def earlier_success(layout: RunLayout, spec: TrialSpec) -> dict | None:
@@ -120,13 +126,12 @@ def run(
 
     A point that fails is recorded and the others still run; the job then fails, and a retry fits only
     the points without factors (finished points of the same run are kept, not refitted)."""
-    from pyspark.sql import functions as F
-
     layout = RunLayout(run_dir)
     specs = [TrialSpec.parse(text) for text in trials]
-    indexed = spark.read.parquet(train).cache()
-    size = indexed.agg(F.max(C.USER_IDX).alias("u"), F.max(C.ITEM_IDX).alias("i")).first()
-    shape = (size["u"] + 1, size["i"] + 1)
+    indexed = spark.read.parquet(train)
+    if len(specs) > 1:  # read once for every point of this task
+        indexed = indexed.cache()
+    shape = index_shape(train)
     # 0 = one ALS block per core Spark gives the job (local: the machine's cores; cluster: executor cores).
     num_blocks = num_blocks or default_parallelism(spark)
     summary: dict = {"trials": {}, "kept_from_earlier_attempt": [], "failed": []}

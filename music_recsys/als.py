@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from pyspark.ml.recommendation import ALS
     from pyspark.sql import DataFrame
 
+
 def apply_transform(df: DataFrame, transform: str, drop_threshold: int) -> DataFrame:
     """Turn indexed counts into the ALS ``rating`` column according to one grid transform."""
     from pyspark.sql import functions as F

@@ -54,22 +54,24 @@ def airflow(*args: str, env: dict[str, str], **kwargs) -> subprocess.CompletedPr
     return subprocess.run([str(Path(sys.executable).parent / "airflow"), *args], env=env, **kwargs)
 
 
-def run_dag(conf: dict, env: dict[str, str], log_path: Path) -> str:
-    """``airflow dags test`` with ``conf`` at a fresh logical date; the run's id."""
-    logical_date = datetime.now(UTC).replace(microsecond=0).isoformat()
+def run_dag(conf: dict, env: dict[str, str], log_path: Path) -> Path:
+    """``airflow dags test`` with ``conf`` at a fresh logical date; the run's directory."""
+    logical_date = datetime.now(UTC).replace(microsecond=0)
     with open(log_path, "w") as log:
         child = airflow(
-            "dags", "test", "music_recsys", logical_date, "-c", json.dumps(conf), env=env, stdout=log,
+            "dags", "test", "music_recsys", logical_date.isoformat(), "-c", json.dumps(conf), env=env, stdout=log,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
-    runs = json.loads(
-        airflow("dags", "list-runs", "music_recsys", "-o", "json", env=env, capture_output=True, text=True).stdout
-    )
-    mine = [r for r in runs if r["logical_date"] and r["logical_date"][:19] == logical_date[:19]]
-    if child.returncode != 0 or not mine:
+    # The run is the one whose plan has this logical date (prepare records it).
+    mine = [
+        plan.parent
+        for plan in (Path(env["RECSYS_DATA_ROOT"]) / "runs").glob("*/plan.json")
+        if datetime.fromisoformat(json.loads(plan.read_text())["logical_date"]) == logical_date
+    ]
+    if child.returncode != 0 or len(mine) != 1 or not (mine[0] / "report" / "summary.json").exists():
         tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-40:])
         raise RuntimeError(f"the DAG run failed; the end of {log_path}:\n{tail}")
-    return mine[0]["run_id"]
+    return mine[0]
 
 
 def free_port() -> int:
@@ -163,13 +165,11 @@ def main(users: int = 3000, items: int = 1500) -> int:
     print(f"running DAG music_recsys ({grid} grid points, Spark local[*]); task logs: {log_path}")
     started = time.perf_counter()
     try:
-        run_id = run_dag(DEMO_CONF, env, log_path)
+        run = run_dag(DEMO_CONF, env, log_path)
     except RuntimeError as exc:
         print(exc)
         return 1
     seconds = time.perf_counter() - started
-    from music_recsys.config import run_dir
-
-    summary = json.loads((run_dir(run_id) / "report" / "summary.json").read_text())
+    summary = json.loads((run / "report" / "summary.json").read_text())
     print_summary(summary, seconds, one_request(env, summary))
     return 0

@@ -14,10 +14,12 @@ without retries; any other exception (a killed executor, a lost server) keeps th
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from music_recsys.artifacts import write_json
@@ -59,3 +61,18 @@ def main(run: Callable[..., dict], parse_args: Callable[[list[str] | None], argp
         sys.exit(2)
     finally:
         spark.stop()
+
+
+def load_job(application: str | Path) -> ModuleType:
+    """Import a ``jobs/*.py`` application as a module; its functions pickle by value for Spark workers."""
+    from pyspark import cloudpickle
+
+    path = Path(application)
+    spec = importlib.util.spec_from_file_location(f"music_recsys_jobs_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"{application}: not a Python job file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    cloudpickle.register_pickle_by_value(module)  # a Spark Connect server cannot import it by name
+    return module

@@ -13,13 +13,11 @@ so in the result (``music_recsys.job``), and the task then fails without retries
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
@@ -29,21 +27,6 @@ from music_recsys.spark import spark_conf
 # What runs when the connection is not defined: Spark in the worker, on every core (the provider would
 # otherwise fall back to YARN).
 LOCAL_SPARK_CONNECTION = json.dumps({"conn_type": "spark", "host": "local[*]"})
-
-
-def load_job(application: str) -> ModuleType:
-    """Import a ``jobs/*.py`` application as a module; its functions pickle by value for Spark workers."""
-    from pyspark import cloudpickle
-
-    path = Path(application)
-    spec = importlib.util.spec_from_file_location(f"music_recsys_jobs_{path.stem}", path)
-    if spec is None or spec.loader is None:
-        raise FileNotFoundError(f"{application}: not a Python job file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    cloudpickle.register_pickle_by_value(module)  # the server cannot import this module by name
-    return module
 
 
 class SparkJobOperator(SparkSubmitOperator):
@@ -102,7 +85,7 @@ class SparkJobOperator(SparkSubmitOperator):
         from music_recsys import job
         from music_recsys.spark import connect_session
 
-        module = load_job(self.application)
+        module = job.load_job(self.application)
         kwargs = vars(module.parse_args([str(a) for a in self.application_args or []]))
         url = SparkConnectHook(conn_id=self._conn_id).get_connection_url()
         retry_seconds = float(connection.extra_dejson.get("retry_seconds", 60))

@@ -12,6 +12,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -20,6 +21,29 @@ if TYPE_CHECKING:
 # JVM flags of the driver and executors, chosen on an ALS fit (bench/RESULTS.md, "ALS tuning"): the
 # throughput collector instead of G1, and the Java Vector API for netlib's pure-Java BLAS.
 JAVA_OPTIONS = os.environ.get("RECSYS_SPARK_JAVA_OPTIONS", "-XX:+UseParallelGC --add-modules=jdk.incubator.vector")
+
+
+# A JVM that cannot use the archive (another JDK or classpath) would say so in every task log.
+CDS_QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"
+
+
+def cds_path() -> Path:
+    """Where the class-data-sharing archive of the jobs' driver JVM lives (``music_recsys.cds``)."""
+    return Path(os.environ.get("RECSYS_SPARK_CDS_ARCHIVE") or Path(sys.prefix) / "spark-classes.jsa")
+
+
+def cds_archive() -> str | None:
+    """The archive, when ``make setup`` built it: a driver JVM maps it instead of loading and verifying
+    the same classes one by one (bench/RESULTS.md, "One cold fit task")."""
+    path = cds_path()
+    return str(path) if path.is_file() else None
+
+
+def java_options() -> str:
+    """The driver's JVM flags: ``JAVA_OPTIONS``, plus the class-data-sharing archive when there is one."""
+    archive = cds_archive()
+    return f"{JAVA_OPTIONS} -XX:SharedArchiveFile={archive} {CDS_QUIET}" if archive else JAVA_OPTIONS
+
 
 # Session-level settings, the only ones a Spark Connect client can set (the rest belong to the server).
 RUNTIME_KEYS = ("spark.sql.shuffle.partitions", "spark.sql.execution.arrow.pyspark.enabled")
@@ -41,7 +65,7 @@ def spark_conf() -> dict[str, str]:
         # Task logs stay readable: Spark's INFO lines would drown the job's own output.
         "spark.log.level": os.environ.get("RECSYS_SPARK_LOG_LEVEL", "WARN"),
         "spark.driver.memory": os.environ.get("RECSYS_DRIVER_MEMORY", "2g"),
-        "spark.driver.extraJavaOptions": JAVA_OPTIONS,
+        "spark.driver.extraJavaOptions": java_options(),
         "spark.executor.extraJavaOptions": JAVA_OPTIONS,
         # The driver runs in this process's environment (client mode); executors may have another Python.
         "spark.pyspark.driver.python": sys.executable,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from jobs import fit_als
+from jobs.index_ids import write_labels
 from music_recsys import constants as C
 from music_recsys.artifacts import RunLayout, read_json
 from music_recsys.config import TrialSpec
@@ -26,9 +27,12 @@ def indexed_train(spark, tmp_path_factory):
     rows = [
         (u, int(i), int(rng.integers(1, 6))) for u in range(N_USERS) for i in rng.choice(N_ITEMS, size=8, replace=False)
     ]
-    path = tmp_path_factory.mktemp("fit") / "train"
-    spark.createDataFrame(rows, [C.USER_IDX, C.ITEM_IDX, C.COUNT]).write.parquet(str(path))
-    return str(path)
+    index = tmp_path_factory.mktemp("fit")
+    spark.createDataFrame(rows, [C.USER_IDX, C.ITEM_IDX, C.COUNT]).write.parquet(str(index / "train"))
+    # The index job's labels, where the fit job reads the number of users and tracks.
+    write_labels([f"u{i}" for i in range(N_USERS)], index / "labels" / "users.parquet")
+    write_labels([f"t{i}" for i in range(N_ITEMS)], index / "labels" / "tracks.parquet")
+    return str(index / "train")
 
 
 def _argv(train, run_dir, trials, result):

@@ -12,7 +12,7 @@ import pytest
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from music_recsys import operators
+from music_recsys import job
 from music_recsys.job import InputError
 from music_recsys.operators import LOCAL_SPARK_CONNECTION, SparkJobOperator
 
@@ -163,7 +163,7 @@ def test_unreachable_connect_server_fails_with_its_address():
 
 def test_job_file_loads_as_a_module(tmp_path):
     (tmp_path / "toy_job.py").write_text(JOB)
-    module = operators.load_job(str(tmp_path / "toy_job.py"))
+    module = job.load_job(str(tmp_path / "toy_job.py"))
     assert vars(module.parse_args(["--value", "v", "--result", "r"])) == {"value": "v", "result": "r"}
     with pytest.raises(InputError):
         module.run(None, "bad", str(tmp_path / "r.json"))
