@@ -62,9 +62,9 @@ def spark_fit(tu, ti, counts, n_users, n_items, rank, reg, alpha, iters, threads
     frame = pd.DataFrame({C.USER_IDX: tu.astype("int32"), C.ITEM_IDX: ti.astype("int32"), C.RATING: counts})
     ratings = spark.createDataFrame(frame).repartition(threads).cache()
     ratings.count()
-    build_als(rank, reg, alpha, 2, seed, blocks).fit(ratings).itemFactors.count()  # warm-up: JIT, BLAS
+    build_als(rank, reg, alpha, 2, seed, blocks, nonnegative=True).fit(ratings).itemFactors.count()  # warm-up
     started = time.perf_counter()
-    model = build_als(rank, reg, alpha, iters, seed, blocks).fit(ratings)
+    model = build_als(rank, reg, alpha, iters, seed, blocks, nonnegative=True).fit(ratings)
     users, items = np.zeros((n_users, rank), np.float32), np.zeros((n_items, rank), np.float32)
     for row in model.userFactors.collect():
         users[row["id"]] = row["features"]

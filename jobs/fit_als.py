@@ -119,8 +119,8 @@ def run(
     max_iter: int,
     seed: int,
     result: str,
+    nonnegative: bool,
     num_blocks: int = 0,
-    nonnegative: bool = True,
 ) -> dict:
     """Fit every given grid point in this one Spark session, reading the indexed data once.
 
@@ -178,7 +178,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--nonnegative",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        required=True,
         help="non-negative factors (NNLS, as in the study); --no-nonnegative: unconstrained Cholesky solves",
     )
     p.add_argument(

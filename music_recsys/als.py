@@ -38,10 +38,10 @@ def build_als(
     seed: int,
     num_blocks: int,
     *,
-    nonnegative: bool = True,
+    nonnegative: bool,
     storage_level: str = STORAGE_LEVEL,
 ) -> ALS:
-    """Implicit ALS as in the study (``nonnegative=True``: NNLS solves). ``num_blocks`` partitions users
+    """Implicit ALS (``nonnegative=True``: NNLS solves, as in the study). ``num_blocks`` partitions users
     and items: the fit job passes one block per core Spark gives it, which measured faster than Spark's
     default of 10 on few cores (bench/RESULTS.md, "ALS tuning")."""
     from pyspark.ml.recommendation import ALS

@@ -35,16 +35,16 @@ def indexed_train(spark, tmp_path_factory):
     return str(index / "train")
 
 
-def _argv(train, run_dir, trials, result):
-    argv = ["--train", train, "--run-dir", str(run_dir), "--drop-threshold", "3", "--max-iter", "3"]
+def _argv(train, run_dir, trials, result, *flags):
+    argv = ["--train", train, "--run-dir", str(run_dir), "--drop-threshold", "3", "--max-iter", "3", *flags]
     argv += ["--seed", "7", "--result", str(result)]
     for spec in trials:
         argv += ["--trial", str(spec)]
     return argv
 
 
-def _args(train, run_dir, trials, result):
-    return vars(fit_als.parse_args(_argv(train, run_dir, trials, result)))
+def _args(train, run_dir, trials, result, *flags):
+    return vars(fit_als.parse_args(_argv(train, run_dir, trials, result, *(flags or ["--nonnegative"]))))
 
 
 def test_several_grid_points_in_one_application(spark, indexed_train, tmp_path):
@@ -83,11 +83,9 @@ def test_a_failing_point_is_recorded_and_a_retry_keeps_the_finished_one(spark, i
 
 def test_unconstrained_factors_on_request(spark, indexed_train, tmp_path):
     spec = TrialSpec(5, 0.1, 10.0, "none")
-    kwargs = _args(indexed_train, tmp_path, [spec], tmp_path / "task.json")
-    assert kwargs["nonnegative"] is True  # the study's NNLS
-    kwargs = vars(
-        fit_als.parse_args([*_argv(indexed_train, tmp_path, [spec], tmp_path / "task.json"), "--no-nonnegative"])
-    )
+    with pytest.raises(SystemExit):  # no hidden default: the plan always says which solve
+        fit_als.parse_args(_argv(indexed_train, tmp_path, [spec], tmp_path / "task.json"))
+    kwargs = _args(indexed_train, tmp_path, [spec], tmp_path / "task.json", "--no-nonnegative")
     fit_als.run(spark, **kwargs)
     layout = RunLayout(tmp_path)
     assert read_json(layout.trial_result(spec.trial_id))["nonnegative"] is False
