@@ -140,9 +140,14 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        holder.start()
-        yield
-        holder.stop()
+        from threadpoolctl import threadpool_limits
+
+        # Requests run on a thread pool, each with its own matrix-vector products: BLAS threads on top of
+        # those only fight over the cores (measured: bench/RESULTS.md, "Serving").
+        with threadpool_limits(limits=1, user_api="blas"):
+            holder.start()
+            yield
+            holder.stop()
 
     app = FastAPI(
         title="music-recsys",
