@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from music_recsys.metrics import METRIC_NAMES, ndcg_graded_at_k, percentile_ranks, user_metrics
+from music_recsys.metrics import METRIC_NAMES, percentile_ranks, ranking_metrics
 from music_recsys.topk import block_rows, mask_items, top_k_of_scores
 
 # Per-user figures summed by the aggregation; means and ratios are formed from the sums.
@@ -44,35 +44,36 @@ def score_block(
     n_items = len(item_vectors)
     item_t = np.ascontiguousarray(item_vectors.T, dtype=np.float32)
     rows: list[dict[str, float]] = []
-    item_counts = np.zeros(n_items, dtype=np.int64)
+    recommended: list[np.ndarray] = []
     step = block_rows(n_items)
     for start in range(0, len(user_vectors), step):
         scores = np.asarray(user_vectors[start : start + step], dtype=np.float32) @ item_t
         block = range(start, start + len(scores))
-        raw = {u: scores[u - start, truth.relevant[u]].copy() for u in block}
+        raw = [scores[u - start, truth.relevant[u]] for u in block]  # copies: masking comes next
         if exclude_seen:
             mask_items(scores, [truth.seen[u] for u in block])
         for u, pred in zip(block, top_k_of_scores(scores, k), strict=True):
-            rel, cnt = truth.relevant[u], truth.counts[u]
-            row = user_metrics(pred, rel, k)
-            row["ndcg_graded_at_k"] = ndcg_graded_at_k(pred, rel, cnt, k)
-            candidates = scores[u - start]
-            excluded = 0
-            if exclude_seen:
-                played = np.setdiff1d(truth.seen[u], rel)
-                excluded = len(played)
-                if excluded < len(truth.seen[u]):
+            order = np.argsort(truth.relevant[u], kind="stable")  # ranking_metrics wants them sorted
+            rel, cnt = truth.relevant[u][order], truth.counts[u][order]
+            raw[u - start] = raw[u - start][order]
+            row = ranking_metrics(pred, rel, cnt, k)
+            candidates, excluded = scores[u - start], 0
+            if exclude_seen and len(truth.seen[u]):
+                also_played = np.isin(rel, truth.seen[u], assume_unique=True)
+                excluded = len(truth.seen[u]) - int(also_played.sum())
+                if also_played.any():
                     # A held-out track also played in train stays a candidate: its own score, not -inf.
                     candidates = candidates.copy()
-                    candidates[rel] = raw[u]
-            ranks = percentile_ranks(candidates, raw[u], n_items - excluded)
+                    candidates[rel] = raw[u - start]
+            ranks = percentile_ranks(candidates, raw[u - start], n_items - excluded)
             row["mpr_num"] = float(ranks @ cnt)
             row["mpr_den"] = float(cnt.sum())
             row["rec_pop_sum"] = float(popularity_pct[pred].sum())
             row["n_recs"] = float(len(pred))
-            item_counts += np.bincount(pred, minlength=n_items)
+            recommended.append(pred)
             rows.append(row)
-    return rows, item_counts
+    item_counts = np.bincount(np.concatenate(recommended), minlength=n_items) if recommended else None
+    return rows, item_counts if item_counts is not None else np.zeros(n_items, dtype=np.int64)
 
 
 def cold_user_row(counts: np.ndarray) -> dict[str, float]:

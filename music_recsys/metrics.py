@@ -27,6 +27,7 @@ The parity test checks every one against Spark on the same lists. Beyond Spark's
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -88,19 +89,64 @@ def mean_metrics(
     return {name: total / n_users for name, total in totals.items()}
 
 
+@functools.lru_cache(maxsize=8)
+def _discounts(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions 1..k, and the NDCG discounts 1/ln(position + 1) with their running sums."""
+    positions = np.arange(1, k + 1, dtype=np.float64)
+    discounts = 1.0 / np.log(positions + 1.0)
+    return positions, discounts, np.cumsum(discounts)
+
+
+def ranking_metrics(pred: np.ndarray, relevant: np.ndarray, counts: np.ndarray, k: int) -> dict[str, float]:
+    """``user_metrics`` and ``ndcg_graded_at_k`` in one pass, for the evaluation's inner loop.
+
+    ``relevant`` must be sorted and unique (the evaluation's held-out tracks are) and ``pred`` at most k
+    long; the parity test holds it to ``user_metrics`` and ``ndcg_graded_at_k``.
+    """
+    n_rel = len(relevant)
+    if n_rel == 0:
+        return {**dict.fromkeys(METRIC_NAMES, 0.0), "ndcg_graded_at_k": 0.0}
+    positions, discounts, cumulative = _discounts(k)
+    n_pred = len(pred)
+    at = np.minimum(np.searchsorted(relevant, pred), n_rel - 1)
+    hits = relevant[at] == pred
+    cum_hits = np.cumsum(hits)
+    precision_sum = float((cum_hits / positions[:n_pred])[hits].sum())
+    hits_k = int(cum_hits[-1]) if n_pred else 0
+    n = min(max(n_pred, n_rel), k)
+    dcg = float(discounts[:n_pred][hits].sum())
+    idcg = float(cumulative[min(n, n_rel) - 1])
+    # The graded NDCG's base-2 discounts are the base-e ones times ln 2: the ratio does not change.
+    gains = np.log1p(np.asarray(counts, dtype=np.float64))
+    graded = float(gains[at][hits] @ discounts[:n_pred][hits])
+    ideal = np.sort(gains)[::-1][:k]
+    ideal_dcg = float(ideal @ discounts[: len(ideal)])
+    return {
+        "map": precision_sum / n_rel,
+        "map_at_k": precision_sum / min(n_rel, k),
+        "precision_at_k": hits_k / k,
+        "ndcg_at_k": dcg / idcg if idcg > 0 else 0.0,
+        "recall_at_k": hits_k / n_rel,
+        "ndcg_graded_at_k": graded / ideal_dcg if ideal_dcg > 0 else 0.0,
+    }
+
+
 def ndcg_graded_at_k(pred: Sequence[int] | np.ndarray, relevant: np.ndarray, counts: np.ndarray, k: int) -> float:
     """NDCG@k with graded gains: gain log(1 + held-out count), discount 1 / log2(position + 1), the ideal
     DCG from the user's own held-out gains sorted, cut at k; 0 for a user with no held-out items."""
     relevant, counts = np.asarray(relevant), np.asarray(counts, dtype=np.float64)
     if len(relevant) == 0:
         return 0.0
-    gain_of = dict(zip(relevant.tolist(), np.log1p(counts).tolist(), strict=True))
-    top = np.asarray(pred)[:k]
+    order = np.argsort(relevant, kind="stable")
+    items, gains = relevant[order], np.log1p(counts[order])
+    top = np.asarray(pred, dtype=items.dtype)[:k]
+    at = np.minimum(np.searchsorted(items, top), len(items) - 1)
+    hits = items[at] == top
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    dcg = sum(gain_of.get(int(item), 0.0) * discounts[i] for i, item in enumerate(top))
-    ideal = np.sort(np.log1p(counts))[::-1][:k]
+    dcg = float(np.where(hits, gains[at], 0.0) @ discounts[: len(top)])
+    ideal = np.sort(gains)[::-1][:k]
     idcg = float(ideal @ discounts[: len(ideal)])
-    return float(dcg / idcg) if idcg > 0 else 0.0
+    return dcg / idcg if idcg > 0 else 0.0
 
 
 def percentile_ranks(scores: np.ndarray, relevant_scores: np.ndarray, n_candidates: int) -> np.ndarray:
@@ -111,12 +157,9 @@ def percentile_ranks(scores: np.ndarray, relevant_scores: np.ndarray, n_candidat
     """
     if n_candidates <= 1:
         return np.zeros(len(relevant_scores))
-    if len(relevant_scores) * len(scores) <= 4_000_000:
-        higher = np.count_nonzero(scores[None, :] > relevant_scores[:, None], axis=1)
-    else:  # many held-out items: one sorted pass instead of one comparison per item
-        order = np.argsort(relevant_scores)
-        below = np.searchsorted(relevant_scores[order], scores, side="left")
-        above_each = len(scores) - np.cumsum(np.bincount(below, minlength=len(order) + 1))[: len(order)]
-        higher = np.empty(len(order), dtype=np.int64)
-        higher[order] = above_each
+    if len(relevant_scores) <= 32:  # one vectorised comparison and count per held-out item
+        higher = np.array([np.count_nonzero(scores > s) for s in relevant_scores], dtype=np.int64)
+    else:  # many held-out items: one sort of the scores is cheaper than a pass per item
+        ordered = np.sort(scores)
+        higher = len(scores) - np.searchsorted(ordered, relevant_scores, side="right")
     return higher / (n_candidates - 1)
