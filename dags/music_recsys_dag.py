@@ -173,7 +173,7 @@ def music_recsys():
     @task
     def report(plan: dict, evaluation: dict, search: dict, recorded: dict, data_check: dict, publication: dict):
         """Grid, segment and recall-vs-QPS plots plus a markdown report under the run directory."""
-        from music_recsys.tasks import report as write_report
+        from music_recsys.report import write_report
 
         return write_report(plan, evaluation, search, recorded, data_check, publication)
 

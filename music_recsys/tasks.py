@@ -1,5 +1,6 @@
 """The DAG's Python tasks as plain functions: plan a run, check the data, search, record, publish,
-report, finish. The DAG module only wires these together; tests call them directly.
+finish (the report is ``music_recsys.report.write_report``). The DAG module only wires these together;
+tests call them directly.
 
 A failure that retrying cannot fix (bad params, a data check that fails) raises an ``InputError``;
 ``fail_fast`` turns it into a task failure without retries.
@@ -384,20 +385,6 @@ def publish(
     log.info("model %s: %s (%s)", version, decision.status, decision.reason)
     write_json(layout.stage_result("publish"), outcome)
     return outcome
-
-
-def report(
-    plan: dict[str, Any],
-    evaluation: dict[str, Any],
-    search: dict[str, Any],
-    recorded: dict[str, Any] | None = None,
-    data_check: dict[str, Any] | None = None,
-    publication: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Plots, a markdown report and ``summary.json`` in ``<run>/report``."""
-    from music_recsys.report import write_report
-
-    return write_report(plan, evaluation, search, recorded, data_check, publication)
 
 
 def finish(plan: dict[str, Any], url: str | None = None, keep_runs: int | None = None) -> dict[str, Any]:

@@ -12,39 +12,20 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from music_recsys.bundle import write_bundle
 from music_recsys.serving.app import Settings, bundle_locator, create_app
-
-N_USERS, N_TRACKS, RANK = 30, 60, 4
-USERS = [f"u{i:02d}" for i in range(N_USERS)]
-TRACKS = [f"t{i:02d}" for i in range(N_TRACKS)]
-PARAMS = {
-    "rank": RANK,
-    "reg_param": 0.1,
-    "alpha": 2.0,
-    "transform": "none",
-    "nonnegative": False,
-    "drop_threshold": 0,
-    "max_iter": 10,
-    "seed": 42,
-}
-ANNOY = {
-    "metric": "angular_ip",
-    "n_trees": 5,
-    "search_k": 1000,
-    "candidates": 40,
-    "k": 10,
-    "recall": 1.0,
-    "qps": 1.0,
-    "p50_ms": 0.1,
-    "p99_ms": 0.2,
-    "exact_qps": 1.0,
-}
+from tests.music_recsys.serving.bundles import (
+    ANNOY,
+    N_TRACKS,
+    N_USERS,
+    PARAMS,
+    RANK,
+    TRACKS,
+    USERS,
+    write_test_bundle,
+)
 
 
 def make_arrays(seed: int) -> dict[str, np.ndarray]:
@@ -63,28 +44,7 @@ def make_arrays(seed: int) -> dict[str, np.ndarray]:
 
 
 def make_bundle(root, version: str, seed: int, annoy: dict | None):
-    labels = {}
-    for key, values in (("users", USERS), ("tracks", TRACKS)):
-        labels[key] = root / f"{key}-labels.parquet"
-        pq.write_table(pa.table({"id": values}), labels[key])
-    card = {
-        "version": version,
-        "run_id": f"manual__{version}",
-        "trial_id": "r4_reg0.1_a2_none",
-        "logical_date": "2026-11-30T03:00:00+00:00",
-        "created_at": "2026-11-30T03:30:00+00:00",
-        "params": PARAMS,
-        "selection_metric": "map",
-        "k": 10,
-        "exclude_seen": True,
-        "metrics": {"validation": {"map": 0.2}, "test": {"map": 0.25}},
-        "popularity": {"validation": {"map": 0.1}, "test": {"map": 0.1}},
-        "data": {"hash": "0" * 16},
-        "n_users": N_USERS,
-        "n_items": N_TRACKS,
-        "libraries": {},
-    }
-    return write_bundle(root / version, make_arrays(seed), labels, card, annoy, seed=3)
+    return write_test_bundle(root, make_arrays(seed), version, annoy)
 
 
 @pytest.fixture(scope="module")

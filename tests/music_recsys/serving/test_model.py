@@ -10,42 +10,24 @@ track but three.
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from music_recsys.bundle import write_bundle
 from music_recsys.serving.model import ServingModel, UnknownId
+from tests.music_recsys.serving.bundles import (
+    ANNOY,
+    N_TRACKS,
+    N_USERS,
+    PARAMS,
+    RANK,
+    TRACKS,
+    USERS,
+    write_test_bundle,
+)
 
-N_USERS, N_TRACKS, RANK = 30, 60, 4
-USERS = [f"u{i:02d}" for i in range(N_USERS)]
-TRACKS = [f"t{i:02d}" for i in range(N_TRACKS)]
 ZERO_TRACK = 59  # all-zero factors
 PARALLEL = (10, 11)  # t11 = 2 * t10
 HEAVY_USER = 29
 HEAVY_LEFT = [5, 17, 42]  # the only tracks u29 did not play
-PARAMS = {
-    "rank": RANK,
-    "reg_param": 0.1,
-    "alpha": 2.0,
-    "transform": "none",
-    "nonnegative": False,
-    "drop_threshold": 0,
-    "max_iter": 10,
-    "seed": 42,
-}
-ANNOY = {
-    "metric": "angular_ip",
-    "n_trees": 5,
-    "search_k": 1000,
-    "candidates": 40,
-    "k": 10,
-    "recall": 1.0,
-    "qps": 1.0,
-    "p50_ms": 0.1,
-    "p99_ms": 0.2,
-    "exact_qps": 1.0,
-}
 
 
 def als_user_step(items: np.ndarray, tracks: np.ndarray, counts: np.ndarray, alpha: float, reg: float) -> np.ndarray:
@@ -89,32 +71,6 @@ def make_catalogue(seed: int = 7) -> dict:
     }
 
 
-def write_test_bundle(folder, catalogue: dict, version: str, annoy: dict | None, params: dict | None = None):
-    folder.mkdir(parents=True, exist_ok=True)
-    labels = {}
-    for key, ids in (("users", USERS), ("tracks", TRACKS)):
-        labels[key] = folder / f"{key}-labels.parquet"
-        pq.write_table(pa.table({"id": ids}), labels[key])
-    card = {
-        "version": version,
-        "run_id": f"manual__{version}",
-        "trial_id": "r4_reg0.1_a2_none",
-        "logical_date": "2026-11-30T03:00:00+00:00",
-        "created_at": "2026-11-30T03:30:00+00:00",
-        "params": params or PARAMS,
-        "selection_metric": "map",
-        "k": 10,
-        "exclude_seen": True,
-        "metrics": {"validation": {"map": 0.2}, "test": {"map": 0.2}},
-        "popularity": {"validation": {"map": 0.1}, "test": {"map": 0.1}},
-        "data": {"hash": "0" * 16},
-        "n_users": N_USERS,
-        "n_items": N_TRACKS,
-        "libraries": {},
-    }
-    return write_bundle(folder / version, catalogue["arrays"], labels, card, annoy, seed=3)
-
-
 @pytest.fixture(scope="module")
 def catalogue():
     return make_catalogue()
@@ -125,8 +81,8 @@ def models(catalogue, tmp_path_factory):
     """The same factors served exactly (no index) and through an Annoy index."""
     root = tmp_path_factory.mktemp("bundles")
     return {
-        "exact": ServingModel(write_test_bundle(root, catalogue, "plain", None)),
-        "annoy": ServingModel(write_test_bundle(root, catalogue, "indexed", ANNOY)),
+        "exact": ServingModel(write_test_bundle(root, catalogue["arrays"], "plain", None)),
+        "annoy": ServingModel(write_test_bundle(root, catalogue["arrays"], "indexed", ANNOY)),
     }
 
 
@@ -294,7 +250,7 @@ def test_duplicate_history_entries_are_summed(model):
 
 def test_a_history_the_transform_drops_entirely_falls_back_to_popularity_without_its_tracks(catalogue, tmp_path):
     params = {**PARAMS, "transform": "drop", "drop_threshold": 1}  # plays of 1 are dropped
-    model = ServingModel(write_test_bundle(tmp_path, catalogue, "dropping", None, params))
+    model = ServingModel(write_test_bundle(tmp_path, catalogue["arrays"], "dropping", None, params))
     popularity = catalogue["arrays"]["popularity"]
     most_popular = [TRACKS[i] for i in np.argsort(-popularity)]
     answer = model.recommend_for_history([(most_popular[0], 1), (most_popular[2], 1)], 4)
@@ -313,5 +269,5 @@ def test_a_training_user_without_factors_gets_the_popular_tracks_they_did_not_pl
     popularity = catalogue["arrays"]["popularity"]
     want = [TRACKS[i] for i in np.argsort(-popularity) if i not in played][:5]
     for name, annoy in (("zero-plain", None), ("zero-indexed", ANNOY)):
-        model = ServingModel(write_test_bundle(tmp_path, {**catalogue, "arrays": arrays}, name, annoy))
+        model = ServingModel(write_test_bundle(tmp_path, arrays, name, annoy))
         assert ids(model.recommend("u04", 5)) == want, name

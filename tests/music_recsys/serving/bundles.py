@@ -1,0 +1,66 @@
+"""The small hand-made catalogue the serving tests share, and how they write it as a bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from music_recsys.bundle import write_bundle
+
+N_USERS, N_TRACKS, RANK = 30, 60, 4
+USERS = [f"u{i:02d}" for i in range(N_USERS)]
+TRACKS = [f"t{i:02d}" for i in range(N_TRACKS)]
+PARAMS = {
+    "rank": RANK,
+    "reg_param": 0.1,
+    "alpha": 2.0,
+    "transform": "none",
+    "nonnegative": False,
+    "drop_threshold": 0,
+    "max_iter": 10,
+    "seed": 42,
+}
+ANNOY = {
+    "metric": "angular_ip",
+    "n_trees": 5,
+    "search_k": 1000,
+    "candidates": 40,
+    "k": 10,
+    "recall": 1.0,
+    "qps": 1.0,
+    "p50_ms": 0.1,
+    "p99_ms": 0.2,
+    "exact_qps": 1.0,
+}
+
+
+def write_test_bundle(
+    folder: Path, arrays: dict[str, np.ndarray], version: str, annoy: dict | None, params: dict | None = None
+) -> Path:
+    """``arrays`` as bundle ``folder/version`` with a card like ``publish`` writes (users u00.., tracks t00..)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = {}
+    for key, ids in (("users", USERS), ("tracks", TRACKS)):
+        labels[key] = folder / f"{version}-{key}-labels.parquet"
+        pq.write_table(pa.table({"id": ids}), labels[key])
+    card = {
+        "version": version,
+        "run_id": f"manual__{version}",
+        "trial_id": "r4_reg0.1_a2_none",
+        "logical_date": "2026-11-30T03:00:00+00:00",
+        "created_at": "2026-11-30T03:30:00+00:00",
+        "params": params or PARAMS,
+        "selection_metric": "map",
+        "k": 10,
+        "exclude_seen": True,
+        "metrics": {"validation": {"map": 0.2}, "test": {"map": 0.25}},
+        "popularity": {"validation": {"map": 0.1}, "test": {"map": 0.1}},
+        "data": {"hash": "0" * 16},
+        "n_users": N_USERS,
+        "n_items": N_TRACKS,
+        "libraries": {},
+    }
+    return write_bundle(folder / version, arrays, labels, card, annoy, seed=3)
