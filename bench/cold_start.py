@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from music_recsys.demo import DEMO_CONF, demo_env  # noqa: E402
+from music_recsys.demo import DEMO_CONF, demo_data, demo_env  # noqa: E402
 from music_recsys.spark import cds_archive, spark_conf  # noqa: E402
 
 SPARK_SUBMIT = str(Path(sys.executable).parent / "spark-submit")
@@ -64,6 +64,7 @@ def prepare_index(work: Path) -> str:
 
     spark = get_spark("bench.cold_start.prepare")
     root = Path(os.environ["RECSYS_DATA_ROOT"])
+    demo_data(root)
     ingest.run(spark, *(str(root / DEMO_CONF[f"{s}_path"]) for s in ("train", "validation", "test")),
                out_dir=str(work / "ingest"), sample_fraction=1.0, seed=42, max_reject_fraction=0.01,
                result=str(work / "ingest.json"))  # fmt: skip

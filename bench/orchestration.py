@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from harness.airflow import local_airflow, run_dag_summary  # noqa: E402
 from harness.services import Databases, connect_server, free_port  # noqa: E402
-from music_recsys.demo import demo_env  # noqa: E402
+from music_recsys.demo import demo_data, demo_env  # noqa: E402
 
 
 def seed_style(conf: dict, run_id: str) -> float:
@@ -121,6 +121,8 @@ def best_point(run_id: str) -> str:
 def main(data: str, transforms: list[str], parallel_fits: int, variants: list[str], embedded: bool, write: bool):
     env = demo_env()
     os.environ.update(env)
+    if data == "msd_like":
+        demo_data(Path(env["RECSYS_DATA_ROOT"]))
     conf = {
         "train_path": f"{data}/train.parquet",
         "validation_path": f"{data}/validation.parquet",

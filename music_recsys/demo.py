@@ -50,6 +50,17 @@ def demo_env() -> dict[str, str]:
     return env
 
 
+def demo_data(root: Path, users: int = 3000, items: int = 1500) -> Path:
+    """The demo's MSD-like data set under ``root``, generated unless it is there already."""
+    data = root / "msd_like"
+    if not (data / "manifest.json").exists():
+        print(f"generating an MSD-like data set ({users} users, {items} tracks) in {data}")
+        from music_recsys import datagen
+
+        datagen.main(out=str(data), users=users, items=items)
+    return data
+
+
 def airflow(*args: str, env: dict[str, str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([str(Path(sys.executable).parent / "airflow"), *args], env=env, **kwargs)
 
@@ -150,12 +161,7 @@ def main(users: int = 3000, items: int = 1500) -> int:
     env = demo_env()
     os.environ.update(env)
     root = Path(env["RECSYS_DATA_ROOT"])
-    data = root / "msd_like"
-    if not (data / "manifest.json").exists():
-        print(f"generating an MSD-like data set ({users} users, {items} tracks) in {data}")
-        from music_recsys import datagen
-
-        datagen.main(out=str(data), users=users, items=items)
+    demo_data(root, users, items)
     print(f"preparing Airflow's metadata DB in {env['AIRFLOW_HOME']}")
     airflow("db", "migrate", env=env, check=True, stdout=subprocess.DEVNULL)
     log_path = root / "demo.log"
