@@ -74,8 +74,15 @@ def prepare_index(work: Path) -> str:
 
 
 def fit_args(train: str, work: Path, i: int) -> list[str]:
+    """One fit of rank 20, regParam 0.1, alpha 10 with the run configuration's other defaults."""
+    from dataclasses import fields
+
+    from music_recsys.config import RunConfig
+
+    nonnegative = next(f.default for f in fields(RunConfig) if f.name == "nonnegative")
     return ["--train", train, "--run-dir", str(work / f"run{i}"), "--trial", "20,0.1,10.0,none", "--drop-threshold",
-            "1", "--max-iter", "10", "--seed", "42", "--result", str(work / f"run{i}" / "task.json")]  # fmt: skip
+            "1", "--max-iter", "10", "--seed", "42", "--nonnegative" if nonnegative else "--no-nonnegative",
+            "--result", str(work / f"run{i}" / "task.json")]  # fmt: skip
 
 
 def median(xs: list[float]) -> float:
