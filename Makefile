@@ -19,11 +19,12 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt -c constraints.txt
 	$(BIN)/pip install --quiet --no-deps -e .
-	$(BIN)/music-recsys check --build-cds
+	$(BIN)/music-recsys check-install
+	$(BIN)/python -m harness.cds --build
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/music-recsys demo
+	$(BIN)/python -m harness.demo
 
 # The champion of the demo's registry (SQLite under the data root) on http://127.0.0.1:8000.
 serve: setup

@@ -25,10 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from music_recsys import constants as C  # noqa: E402
-from music_recsys.als import build_als  # noqa: E402
-from music_recsys.datagen import GeneratorConfig, generate  # noqa: E402
-from music_recsys.metrics import mean_metrics  # noqa: E402
-from music_recsys.topk import top_k  # noqa: E402
+from music_recsys.data.generate import GeneratorConfig, generate  # noqa: E402
+from music_recsys.evaluation.metrics import mean_metrics  # noqa: E402
+from music_recsys.evaluation.topk import top_k  # noqa: E402
+from music_recsys.model.als import build_als  # noqa: E402
 
 
 def indexed(splits):
@@ -53,7 +53,7 @@ def validation_map(user_factors, item_factors, tu, ti, vu, vi, k):
 
 
 def spark_fit(tu, ti, counts, n_users, n_items, rank, reg, alpha, iters, threads, seed, blocks):
-    from music_recsys.spark import get_spark
+    from music_recsys.pipeline.spark import get_spark
 
     os.environ["RECSYS_SPARK_MASTER"] = f"local[{threads}]"
     spark = get_spark("bench.als_fit", checkpoint_dir=str(REPO / "data" / "bench-checkpoints"))

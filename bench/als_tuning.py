@@ -30,9 +30,9 @@ sys.path.insert(0, str(REPO))
 
 from bench.als_fit import add_fit_arguments, implicit_fit, indexed, validation_map  # noqa: E402
 from music_recsys import constants as C  # noqa: E402
-from music_recsys.als import build_als  # noqa: E402
-from music_recsys.datagen import GeneratorConfig, generate  # noqa: E402
-from music_recsys.spark import JAVA_OPTIONS, LOCAL_DEFAULTS  # noqa: E402
+from music_recsys.data.generate import GeneratorConfig, generate  # noqa: E402
+from music_recsys.model.als import build_als  # noqa: E402
+from music_recsys.pipeline.spark import JAVA_OPTIONS, LOCAL_DEFAULTS  # noqa: E402
 
 # name -> (ALS keyword overrides, Spark conf overrides). The first is the fit job as it was before
 # this benchmark (Spark's storage levels, JVM defaults); later ones change one thing at a time unless

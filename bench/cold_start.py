@@ -33,15 +33,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from music_recsys.demo import DEMO_CONF, demo_data, demo_env  # noqa: E402
-from music_recsys.spark import cds_archive, spark_conf  # noqa: E402
+from harness.demo import DEMO_CONF, demo_data, demo_env  # noqa: E402
+from music_recsys.pipeline.spark import cds_archive, spark_conf  # noqa: E402
 
 SPARK_SUBMIT = str(Path(sys.executable).parent / "spark-submit")
 STEPS = {
     "empty": "pass\n",
     "imports": "import jobs.fit_als\n",
     "session": (
-        "import jobs.fit_als\nfrom music_recsys.spark import get_spark\n"
+        "import jobs.fit_als\nfrom music_recsys.pipeline.spark import get_spark\n"
         "spark = get_spark('bench')\nspark.range(1).count()\nspark.stop()\n"
     ),
 }
@@ -60,7 +60,7 @@ def submit(application: str, args: list[str], conf: dict[str, str]) -> float:
 def prepare_index(work: Path) -> str:
     """The demo data's indexed train, made once in a local session with the jobs' own code."""
     from jobs import index_ids, ingest
-    from music_recsys.spark import get_spark
+    from music_recsys.pipeline.spark import get_spark
 
     spark = get_spark("bench.cold_start.prepare")
     root = Path(os.environ["RECSYS_DATA_ROOT"])
@@ -77,7 +77,7 @@ def fit_args(train: str, work: Path, i: int) -> list[str]:
     """One fit of rank 20, regParam 0.1, alpha 10 with the run configuration's other defaults."""
     from dataclasses import fields
 
-    from music_recsys.config import RunConfig
+    from music_recsys.pipeline.config import RunConfig
 
     nonnegative = next(f.default for f in fields(RunConfig) if f.name == "nonnegative")
     return ["--train", train, "--run-dir", str(work / f"run{i}"), "--trial", "20,0.1,10.0,none", "--drop-threshold",

@@ -2,7 +2,7 @@
 
 Two comparisons on the same synthetic factors, measured side by side in one run:
 - Spark (``jobs/evaluate.py::score_split``: ``mapInPandas`` over user batches) vs the same work in one
-  numpy process (``music_recsys.evaluation.score_block``): top-k with played items excluded and every
+  numpy process (``music_recsys.evaluation.scoring.score_block``): top-k with played items excluded and every
   metric (the five Spark RankingMetrics ones, graded NDCG, MPR, coverage, popularity of what is
   recommended), metrics compared to 1e-9;
 - the evaluation today vs the evaluation before MPR, graded NDCG, coverage and segments were added
@@ -34,8 +34,8 @@ sys.path.insert(0, str(REPO))
 
 from jobs.evaluate import score_split, summarise  # noqa: E402
 from music_recsys import constants as C  # noqa: E402
-from music_recsys.evaluation import Truth, popularity_percentiles, score_block, segment_boundaries  # noqa: E402
-from music_recsys.spark import get_spark  # noqa: E402
+from music_recsys.evaluation.scoring import Truth, popularity_percentiles, score_block, segment_boundaries  # noqa: E402
+from music_recsys.pipeline.spark import get_spark  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 BEFORE = "01586cc"  # the last commit before the extended metrics

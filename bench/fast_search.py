@@ -21,7 +21,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from music_recsys.search import ANNOY_METRICS, operating_point, sweep  # noqa: E402
+from music_recsys.evaluation.search import ANNOY_METRICS, operating_point, sweep  # noqa: E402
 
 
 def clustered_factors(n_items: int, n_queries: int, rank: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -27,9 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from harness.airflow import run_dag_summary  # noqa: E402
+from harness.demo import demo_env  # noqa: E402
 from music_recsys import constants as C  # noqa: E402
-from music_recsys.datagen import assign_splits, write_split  # noqa: E402
-from music_recsys.demo import demo_env  # noqa: E402
+from music_recsys.data.generate import assign_splits, write_split  # noqa: E402
 
 RECBOLE = "recbole==1.2.1"
 INTER = "recbole/dataset_example/ml-100k/ml-100k.inter"

@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from harness.airflow import local_airflow, run_dag_summary  # noqa: E402
+from harness.demo import demo_data, demo_env  # noqa: E402
 from harness.services import Databases, connect_server, free_port  # noqa: E402
-from music_recsys.demo import demo_data, demo_env  # noqa: E402
 
 STAGES = ("ingest", "index", "fit", "evaluate")
 
@@ -41,8 +41,8 @@ def seed_style(conf: dict, run_id: str) -> tuple[float, dict[str, float]]:
     """All stages in one Spark session, looping over the grid like the study's full-script.py: seconds in
     all (session start and stop included), and per stage."""
     from jobs import evaluate, fit_als, index_ids, ingest
-    from music_recsys.spark import get_spark
-    from music_recsys.tasks import prepare
+    from music_recsys.pipeline.spark import get_spark
+    from music_recsys.pipeline.tasks import prepare
 
     started = time.perf_counter()
     plan = prepare(conf, run_id)
@@ -130,8 +130,8 @@ def task_stats(task_instances: list[dict], run_seconds: float) -> dict:
 
 def best_point(run_id: str) -> str:
     """Best grid point and its validation MAP, from the run's evaluation result (all variants must agree)."""
-    from music_recsys.artifacts import read_json
-    from music_recsys.config import run_dir
+    from music_recsys.pipeline.config import run_dir
+    from music_recsys.store.layout import read_json
 
     evaluation = read_json(run_dir(run_id) / "results" / "evaluate.json")
     best = evaluation["best_trial_id"]
@@ -153,7 +153,7 @@ def main(data: str, transforms: list[str], parallel_fits: int, variants: list[st
         "on_data_drift": "warn",
         "promote": False,
     }
-    from music_recsys.config import RunConfig
+    from music_recsys.pipeline.config import RunConfig
 
     n_fits = len(RunConfig.from_params(conf).trials())
     packed = math.ceil(n_fits / parallel_fits)

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from harness.airflow import run_dag_summary  # noqa: E402
-from music_recsys.demo import demo_env  # noqa: E402
+from harness.demo import demo_env  # noqa: E402
 
 STAGES = ("ingest", "index", "fit", "evaluate", "fast_search")
 
@@ -51,9 +51,9 @@ def main(sizes: list[int], write: bool) -> None:
     env = demo_env()
     os.environ.update(env)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, env=env, stdout=subprocess.DEVNULL)
-    from music_recsys.artifacts import RunLayout, read_json
-    from music_recsys.config import run_dir
-    from music_recsys.retention import bulky_paths, folder_bytes
+    from music_recsys.pipeline.config import run_dir
+    from music_recsys.store.layout import RunLayout, read_json
+    from music_recsys.store.retention import bulky_paths, folder_bytes
 
     root = Path(env["RECSYS_DATA_ROOT"])
     lines = []
@@ -66,7 +66,7 @@ def main(sizes: list[int], write: bool) -> None:
                 [
                     sys.executable,
                     "-m",
-                    "music_recsys.datagen",
+                    "music_recsys.data.generate",
                     "--out",
                     str(root / folder),
                     "--users",

@@ -42,9 +42,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.fast_search import clustered_factors  # noqa: E402
-from music_recsys.bundle import load_arrays, read_labels, verify_bundle, write_bundle  # noqa: E402
-from music_recsys.search import operating_point, sweep  # noqa: E402
-from music_recsys.topk import top_k  # noqa: E402
+from music_recsys.evaluation.search import operating_point, sweep  # noqa: E402
+from music_recsys.evaluation.topk import top_k  # noqa: E402
+from music_recsys.store.bundle import load_arrays, read_labels, verify_bundle, write_bundle  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SERVE = Path(sys.executable).with_name("music-recsys")  # the console script next to this interpreter
@@ -382,8 +382,8 @@ def measure_reload(folders: dict[str, Path], args, workdir: Path) -> dict:
     import httpx
     import sqlalchemy as sa
 
-    from music_recsys import registry
-    from music_recsys.results import ResultsStore, models
+    from music_recsys.store import registry
+    from music_recsys.store.results import ResultsStore, models
 
     url = f"sqlite:///{workdir / 'registry.sqlite'}"
     store = ResultsStore(url)

@@ -26,8 +26,8 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
 
-from music_recsys.config import RunConfig
-from music_recsys.operators import SparkJobOperator
+from music_recsys.pipeline.config import RunConfig
+from music_recsys.pipeline.operators import SparkJobOperator
 
 JOBS_DIR = Path(os.environ.get("RECSYS_JOBS_DIR", Path(__file__).resolve().parents[1] / "jobs"))
 # A producer that lands a new play-count drop emits this asset; the DAG then runs with its defaults
@@ -76,8 +76,8 @@ def music_recsys():
 
         Paths may hold Jinja templates ({{ ds }}, {{ ds_nodash }}, ...), so each backfill date reads
         its own partition. Bad params fail the run at once, without retries."""
-        from music_recsys.tasks import fail_fast
-        from music_recsys.tasks import prepare as plan_run
+        from music_recsys.pipeline.tasks import fail_fast
+        from music_recsys.pipeline.tasks import prepare as plan_run
 
         context = get_current_context()
         dag_run = context["dag_run"]
@@ -98,8 +98,8 @@ def music_recsys():
     @task(retries=3)
     def check_data(plan: dict, ingest_result: dict) -> dict:
         """This drop's profile against the last good run's; drift fails the run (or warns, per params)."""
-        from music_recsys.tasks import check_data as check
-        from music_recsys.tasks import fail_fast
+        from music_recsys.pipeline.tasks import check_data as check
+        from music_recsys.pipeline.tasks import fail_fast
 
         with fail_fast():
             return check(plan, ingest_result)
@@ -152,28 +152,28 @@ def music_recsys():
     @task
     def fast_search(plan: dict, evaluation: dict) -> dict:
         """Annoy (dot and inner-product-to-angular) vs exact top-k on the best trial's item factors."""
-        from music_recsys.tasks import fast_search as run_search
+        from music_recsys.pipeline.tasks import fast_search as run_search
 
         return run_search(plan, evaluation)
 
     @task(retries=3)
     def record(plan: dict, evaluation: dict, search: dict) -> dict:
         """Upsert als_trials, als_segments and ann_trials rows into the recsys_results store."""
-        from music_recsys.tasks import record as record_rows
+        from music_recsys.pipeline.tasks import record as record_rows
 
         return record_rows(plan, evaluation, search)
 
     @task(retries=3)
     def publish(plan: dict, evaluation: dict, search: dict, data_check: dict) -> dict:
         """Model bundle of the best point; registered, and promoted to champion if it passes the gate."""
-        from music_recsys.tasks import publish as publish_model
+        from music_recsys.pipeline.tasks import publish as publish_model
 
         return publish_model(plan, evaluation, search, data_check)
 
     @task
     def report(plan: dict, evaluation: dict, search: dict, recorded: dict, data_check: dict, publication: dict):
         """Grid, segment and recall-vs-QPS plots plus a markdown report under the run directory."""
-        from music_recsys.report import write_report
+        from music_recsys.pipeline.report import write_report
 
         return write_report(plan, evaluation, search, recorded, data_check, publication)
 
@@ -193,7 +193,7 @@ def music_recsys():
     @task(trigger_rule="none_failed")
     def finish(plan: dict) -> dict:
         """The run's data profile becomes the next baseline; runs beyond RECSYS_KEEP_RUNS are slimmed."""
-        from music_recsys.tasks import finish as finish_run
+        from music_recsys.pipeline.tasks import finish as finish_run
 
         return finish_run(plan)
 

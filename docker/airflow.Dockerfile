@@ -17,4 +17,4 @@ COPY --chown=airflow:root pyproject.toml /opt/recsys/
 COPY --chown=airflow:root music_recsys /opt/recsys/music_recsys
 RUN pip install --no-cache-dir --no-deps /opt/recsys \
  && cd /opt/recsys && python -m zipfile -c /opt/recsys/music_recsys.zip music_recsys \
- && python -m music_recsys.checks
+ && python -m music_recsys.pipeline.install_check

@@ -95,8 +95,8 @@ def airflow_uri(url: str) -> str:
 
 
 def _spark_conf_args() -> list[str]:
-    """The job settings (``music_recsys.spark.spark_conf``) as spark-submit ``--conf`` arguments."""
-    from music_recsys.spark import spark_conf
+    """The job settings (``music_recsys.pipeline.spark.spark_conf``) as spark-submit ``--conf`` arguments."""
+    from music_recsys.pipeline.spark import spark_conf
 
     args = []
     for key, value in spark_conf().items():

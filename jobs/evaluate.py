@@ -1,10 +1,10 @@
 """Evaluate: score every fitted grid point and a popularity baseline, pick the best, score it on test.
 
 Top-k runs inside Spark: users arrive in Arrow batches through ``mapInPandas`` and each batch is one
-matrix product plus a partial sort per row (``music_recsys.evaluation``) — no ``recommendForUserSubset``.
+matrix product plus a partial sort per row (``music_recsys.evaluation.scoring``) — no ``recommendForUserSubset``.
 The Python workers read the item factors from the trial's ``item_factors.npy`` (shared storage, as every
 run artifact), so the same code runs under spark-submit and on a Spark Connect server. Metrics follow
-Spark ``RankingMetrics`` (``music_recsys.metrics``), plus MPR, graded NDCG, catalogue coverage and the
+Spark ``RankingMetrics`` (``music_recsys.evaluation.metrics``), plus MPR, graded NDCG, catalogue coverage and the
 popularity of what is recommended, overall and per segment of users by train history length.
 Already-played train items are excluded unless ``--keep-seen``.
 
@@ -22,16 +22,16 @@ from pathlib import Path
 import numpy as np
 
 from music_recsys import constants as C
-from music_recsys import job
-from music_recsys.artifacts import RunLayout, read_json, save_npy, write_json
-from music_recsys.evaluation import (
+from music_recsys.evaluation.metrics import METRIC_DEFINITIONS, METRIC_NAMES
+from music_recsys.evaluation.scoring import (
     COVERAGE_SEGMENT,
     USER_SUMS,
     popularity_percentiles,
     score_batches,
     segment_boundaries,
 )
-from music_recsys.metrics import METRIC_DEFINITIONS, METRIC_NAMES
+from music_recsys.pipeline import job
+from music_recsys.store.layout import RunLayout, read_json, save_npy, write_json
 
 # Every metric a scored row carries (als_trials columns).
 ROW_METRICS = (*METRIC_NAMES, "ndcg_graded_at_k", "mpr", "coverage_at_k", "mean_rec_popularity")

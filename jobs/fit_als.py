@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from music_recsys import job
-from music_recsys.als import apply_transform, build_als
-from music_recsys.artifacts import RunLayout, read_json, save_npy, write_json
-from music_recsys.config import TrialSpec
-from music_recsys.job import InputError
-from music_recsys.spark import default_parallelism, set_checkpoint_dir
+from music_recsys.model.als import apply_transform, build_als
+from music_recsys.pipeline import job
+from music_recsys.pipeline.config import TrialSpec
+from music_recsys.pipeline.job import InputError
+from music_recsys.pipeline.spark import default_parallelism, set_checkpoint_dir
+from music_recsys.store.layout import RunLayout, read_json, save_npy, write_json
 
 
 def factors_matrix(rows: list, n: int, rank: int) -> np.ndarray:

@@ -11,8 +11,8 @@ import argparse
 from pathlib import Path
 
 from music_recsys import constants as C
-from music_recsys import job
-from music_recsys.artifacts import write_json
+from music_recsys.pipeline import job
+from music_recsys.store.layout import write_json
 
 
 def run(spark, ingest_dir: str, out_dir: str, result: str) -> dict:

@@ -3,7 +3,7 @@
 Keeps every hold-out user (anyone in validation or test) and samples the other train users by
 ``--sample-fraction`` with a seeded hash of the user id, so the sample does not depend on how Spark
 partitions the data. Rejected rows go to ``<out-dir>/quarantine/<split>`` with their reason. Each split's
-profile (rows, users, tracks, plays, count distribution; ``music_recsys.datacheck``) is in the result,
+profile (rows, users, tracks, plays, count distribution; ``music_recsys.data.drift``) is in the result,
 and train's hashed user and track ids go to ``<out-dir>/ids`` for the next run's data check.
 """
 
@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 
 from music_recsys import constants as C
-from music_recsys import job
-from music_recsys.artifacts import write_json
-from music_recsys.datacheck import hashed_ids, profile
-from music_recsys.interactions import clean
-from music_recsys.job import InputError
+from music_recsys.data.drift import hashed_ids, profile
+from music_recsys.data.readers import clean
+from music_recsys.pipeline import job
+from music_recsys.pipeline.job import InputError
+from music_recsys.store.layout import write_json
 
 
 def run(

@@ -1,11 +1,10 @@
 """``music-recsys``: the commands a user runs by hand.
 
-music-recsys demo                 generate a small data set, run the whole DAG, serve one request
 music-recsys generate --out DIR   MSD-like play counts (parquet, MSD TSV or CSV)
 music-recsys serve                the champion of the model registry over HTTP
 music-recsys models [list]        the model registry; `models promote VERSION` rolls back or forward
 music-recsys params               the DAG's params (the README table, or --json for the schemas)
-music-recsys check                the installation: pyspark's Python files match its jars
+music-recsys check-install        the installation: pyspark's Python files match its jars
 """
 
 from __future__ import annotations
@@ -16,17 +15,11 @@ import sys
 from pathlib import Path
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from music_recsys import demo
-
-    return demo.main(users=args.users, items=args.items)
-
-
 def _generate(args: argparse.Namespace) -> int:
-    from music_recsys import datagen
+    from music_recsys.data import generate
 
-    manifest = datagen.main(**{k: v for k, v in vars(args).items() if k not in ("command", "handler")})
-    datagen.print_manifest(manifest)
+    manifest = generate.main(**{k: v for k, v in vars(args).items() if k not in ("command", "handler")})
+    generate.print_manifest(manifest)
     return 0
 
 
@@ -45,8 +38,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from music_recsys import registry
-    from music_recsys.results import ResultsStore, results_url
+    from music_recsys.store import registry
+    from music_recsys.store.results import ResultsStore, results_url
 
     store = ResultsStore(args.results_url or results_url())
     try:
@@ -82,7 +75,7 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _params(args: argparse.Namespace) -> int:
-    from music_recsys.config import RunConfig, params_markdown
+    from music_recsys.pipeline.config import RunConfig, params_markdown
 
     if args.json:
         specs = [
@@ -95,39 +88,22 @@ def _params(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check(args: argparse.Namespace) -> int:
-    from music_recsys import checks
+def _check_install(args: argparse.Namespace) -> int:
+    from music_recsys.pipeline import install_check
 
-    status = checks.main()
-    if args.build_cds:
-        import time
-
-        from music_recsys import cds
-        from music_recsys.spark import cds_path
-
-        started = time.perf_counter()
-        path = cds.build(cds_path())
-        size = path.stat().st_size / 1e6
-        print(f"ok: class-data-sharing archive of the jobs' driver JVM, {size:.0f} MB at {path} "
-              f"({time.perf_counter() - started:.0f} s)")  # fmt: skip
-    return status
+    return install_check.main()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from music_recsys import datagen
+    from music_recsys.data import generate as generator
 
     parser = argparse.ArgumentParser(prog="music-recsys", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="generate a small data set, run the whole DAG, answer one request")
-    demo.add_argument("--users", type=int, default=3000, help="users in the generated data set")
-    demo.add_argument("--items", type=int, default=1500, help="tracks in the generated data set")
-    demo.set_defaults(handler=_demo)
-
     generate = commands.add_parser(
-        "generate", help="generate MSD-like play counts", description=datagen.__doc__.split("\n\n")[0]
+        "generate", help="generate MSD-like play counts", description=generator.__doc__.split("\n\n")[0]
     )
-    datagen.add_arguments(generate)
+    generator.add_arguments(generate)
     generate.set_defaults(handler=_generate)
 
     serve = commands.add_parser("serve", help="serve the champion model over HTTP (FastAPI)")
@@ -155,13 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     params.add_argument("--json", action="store_true", help="the JSON schemas instead of the table")
     params.set_defaults(handler=_params)
 
-    check = commands.add_parser("check", help="check the installation (pyspark Python files vs jars)")
-    check.add_argument(
-        "--build-cds",
-        action="store_true",
-        help="also build the class-data-sharing archive that makes each spark-submit start faster",
-    )
-    check.set_defaults(handler=_check)
+    check = commands.add_parser("check-install", help="check the installation (pyspark Python files vs jars)")
+    check.set_defaults(handler=_check_install)
     return parser
 
 

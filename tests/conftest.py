@@ -51,15 +51,15 @@ def session_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_data(data_root) -> dict:
     """``tiny/`` under the data root: train/validation/test parquet; returns the generator's manifest."""
-    from music_recsys import datagen
+    from music_recsys.data import generate
 
-    return datagen.main(out=str(data_root / "tiny"), **TINY)
+    return generate.main(out=str(data_root / "tiny"), **TINY)
 
 
 @pytest.fixture(scope="session")
 def spark():
     """One local Spark session for the test session: few shuffle partitions, temp local dir."""
-    from music_recsys.spark import get_spark, set_checkpoint_dir
+    from music_recsys.pipeline.spark import get_spark, set_checkpoint_dir
 
     local_dir = _SESSION_DIR / "spark-local"
     local_dir.mkdir(exist_ok=True)

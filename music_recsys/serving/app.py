@@ -34,8 +34,8 @@ def registry_locator(url: str | None = None) -> Locator:
     """The champion named by the model registry in the results store (``recsys_results``)."""
 
     def locate() -> tuple[str, Path] | None:
-        from music_recsys import registry
-        from music_recsys.results import ResultsStore, results_url
+        from music_recsys.store import registry
+        from music_recsys.store.results import ResultsStore, results_url
 
         store = ResultsStore(url or results_url(), retries=1)
         try:
@@ -49,7 +49,7 @@ def registry_locator(url: str | None = None) -> Locator:
 
 def bundle_locator(folder: Path) -> Locator:
     """A fixed bundle, no registry (``music-recsys serve --bundle``)."""
-    from music_recsys.bundle import verify_bundle
+    from music_recsys.store.bundle import verify_bundle
 
     version = verify_bundle(folder)["version"]
     return lambda: (version, folder)

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from music_recsys.bundle import ANNOY_FILE, load_arrays, read_labels, verify_bundle
-from music_recsys.foldin import fold_in
+from music_recsys.model.foldin import fold_in
+from music_recsys.store.bundle import ANNOY_FILE, load_arrays, read_labels, verify_bundle
 
 
 class UnknownId(LookupError):

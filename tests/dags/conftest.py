@@ -72,7 +72,7 @@ def connect_run(reference_run, served, embedded, connect_server):
     """Run 2, Spark Connect, same data and grid, a newer logical date, while the API is queried without
     pause: once the VICTIM's ALS fit has started (the job runs in this process, so the drill hooks the
     ALS it builds), the Connect server is SIGKILLed and started again."""
-    from music_recsys import als
+    from music_recsys.model import als
 
     user = _a_validation_user(reference_run["dagrun"].run_id)
     crashed: list[int] = []
@@ -113,6 +113,6 @@ def _published(dagrun) -> str | None:
 def _a_validation_user(run_id: str) -> str:
     import pyarrow.parquet as pq
 
-    from music_recsys.config import run_dir
+    from music_recsys.pipeline.config import run_dir
 
     return pq.read_table(run_dir(run_id) / "ingest" / "validation", columns=["user_id"])["user_id"][0].as_py()

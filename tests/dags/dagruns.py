@@ -17,7 +17,7 @@ import pytest
 
 from harness.airflow import run_dag
 from harness.services import airflow_uri
-from music_recsys.config import TrialSpec
+from music_recsys.pipeline.config import TrialSpec
 
 # The grid of the embedded runs: two working points and two that cannot fit (the drop transform with a
 # threshold above every count), so one run shows success, a deterministic failure and, with the kill

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from harness.airflow import run_summary
-from music_recsys import registry
-from music_recsys.results import ResultsStore
+from music_recsys.store import registry
+from music_recsys.store.results import ResultsStore
 from tests.dags.dagruns import VICTIM, task_instances
 
 pytestmark = [pytest.mark.e2e, pytest.mark.spark, pytest.mark.postgres, pytest.mark.slow]

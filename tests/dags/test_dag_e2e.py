@@ -16,11 +16,11 @@ import pytest
 from harness.airflow import run_summary
 from harness.services import wait_until
 from music_recsys import constants as C
-from music_recsys import registry
-from music_recsys.artifacts import read_json
-from music_recsys.config import run_dir
-from music_recsys.results import ResultsStore
-from music_recsys.tasks import record
+from music_recsys.pipeline.config import run_dir
+from music_recsys.pipeline.tasks import record
+from music_recsys.store import registry
+from music_recsys.store.layout import read_json
+from music_recsys.store.results import ResultsStore
 from tests.dags.dagruns import VICTIM, task_instances
 
 pytestmark = [pytest.mark.e2e, pytest.mark.spark, pytest.mark.postgres, pytest.mark.slow]

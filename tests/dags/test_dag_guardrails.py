@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness.airflow import run_summary
-from music_recsys import registry
-from music_recsys.artifacts import read_json
-from music_recsys.config import run_dir
-from music_recsys.results import ResultsStore
+from music_recsys.pipeline.config import run_dir
+from music_recsys.store import registry
+from music_recsys.store.layout import read_json
+from music_recsys.store.results import ResultsStore
 from tests.dags.dagruns import GRID, paths, task_instances
 
 pytestmark = [pytest.mark.e2e, pytest.mark.spark, pytest.mark.postgres, pytest.mark.slow]

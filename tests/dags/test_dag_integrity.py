@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from music_recsys.config import ParamError, RunConfig, check_param
+from music_recsys.pipeline.config import ParamError, RunConfig, check_param
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -28,9 +28,10 @@ import pytest
 from harness.airflow import local_airflow
 from harness.services import airflow_uri, free_port
 from music_recsys import constants as C
-from music_recsys import datagen, registry
-from music_recsys.config import run_dir
-from music_recsys.results import ResultsStore
+from music_recsys.data import generate
+from music_recsys.pipeline.config import run_dir
+from music_recsys.store import registry
+from music_recsys.store.results import ResultsStore
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "ui"
@@ -76,7 +77,7 @@ def scheduler(databases, connect_server, tiny_data, data_root, tmp_path_factory)
     # Two weekly drops of the tiny data set's population: same listeners and tracks, plays sampled anew.
     population = tiny_data["config"]
     manifests = {
-        ds: datagen.main(out=str(data_root / "drops" / ds), **{**population, "drop": week})
+        ds: generate.main(out=str(data_root / "drops" / ds), **{**population, "drop": week})
         for week, ds in enumerate(DATES, start=1)
     }
     # The weekly schedule stays on, but its first tick is far ahead: unpausing starts nothing.

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from jobs.evaluate import load_trials, pick_best, segment_labels, summarise
-from music_recsys.evaluation import COVERAGE_SEGMENT, USER_SUMS
+from music_recsys.evaluation.scoring import COVERAGE_SEGMENT, USER_SUMS
 
 
 def _row(trial_id, map_, ndcg, transform="none", status="success", split="validation", model="als"):

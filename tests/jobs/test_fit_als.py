@@ -11,9 +11,9 @@ import pytest
 from jobs import fit_als
 from jobs.index_ids import write_labels
 from music_recsys import constants as C
-from music_recsys.artifacts import RunLayout, read_json
-from music_recsys.config import TrialSpec
-from music_recsys.job import InputError
+from music_recsys.pipeline.config import TrialSpec
+from music_recsys.pipeline.job import InputError
+from music_recsys.store.layout import RunLayout, read_json
 
 pytestmark = pytest.mark.spark
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from music_recsys import registry
 from music_recsys.cli import build_parser, main
-from music_recsys.config import RunConfig, params_markdown
-from music_recsys.results import ResultsStore
+from music_recsys.pipeline.config import RunConfig, params_markdown
+from music_recsys.store import registry
+from music_recsys.store.results import ResultsStore
 
-COMMANDS = ["demo", "generate", "serve", "models", "params", "check"]
+COMMANDS = ["generate", "serve", "models", "params", "check-install"]
 
 
 def test_every_subcommand_has_help(capsys):

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from music_recsys.bundle import write_bundle
+from music_recsys.store.bundle import write_bundle
 
 N_USERS, N_TRACKS, RANK = 30, 60, 4
 USERS = [f"u{i:02d}" for i in range(N_USERS)]

@@ -1,7 +1,7 @@
 """ServingModel on small hand-made bundles (no Spark): every answer checked against numpy done here.
 
 The catalogue: 30 users x 60 tracks, rank 4. Each user's factor is the implicit-ALS user step of their
-own play counts against the item factors (solved here, independently of ``music_recsys.foldin``), so
+own play counts against the item factors (solved here, independently of ``music_recsys.model.foldin``), so
 folding a training user's history in must give back their stored recommendations. Track t59 has
 all-zero factors (a track the transform dropped), t11 is 2 x t10 (cosine 1), and user u29 played every
 track but three.

@@ -1,0 +1,165 @@
+"""Ranking metrics with Spark ``RankingMetrics`` definitions, computed in numpy.
+
+Definitions (binary relevance; ``pred`` is the ranked recommendation list, ``rel`` the set of
+held-out items; every metric is 0 for a user with no relevant items, as in Spark):
+
+- ``map``: mean average precision over the whole list, not cut at k — Spark's
+  ``meanAveragePrecision``: sum over hits at position i of (hits so far / i) divided by |rel|.
+- ``map_at_k``: Spark's ``meanAveragePrecisionAt(k)``: the same over the first k, divided by
+  min(|rel|, k).
+- ``precision_at_k``: hits in the first k divided by k (Spark ``precisionAt``).
+- ``ndcg_at_k``: DCG of the first k over the ideal DCG of min(|rel|, k) hits (Spark ``ndcgAt``).
+- ``recall_at_k``: hits in the first k divided by |rel| (Spark ``recallAt``).
+
+The parity test checks every one against Spark on the same lists. Beyond Spark's metrics
+(``music_recsys.evaluation.scoring`` computes them in the same pass):
+
+- ``ndcg_graded_at_k``: NDCG@k with gain log(1 + held-out play count) and discount 1/log2(position + 1);
+  the ideal DCG sorts the user's own held-out gains; mean over users.
+- ``mpr``: expected percentile rank (Hu, Koren, Volinsky 2008): for each held-out (user, track), the
+  share of the user's candidate tracks (all tracks, minus those played in train when seen items are
+  excluded) scored strictly higher; averaged over all held-out pairs weighted by play count. 0 is
+  perfect, a random order gives 0.5. A user without factors counts as a random order.
+- ``coverage_at_k``: share of the catalogue that appears in at least one user's top k.
+- ``mean_rec_popularity``: mean popularity percentile (0 = least, 1 = most played track in train) of
+  the recommended tracks.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+METRIC_NAMES = ("map", "map_at_k", "precision_at_k", "ndcg_at_k", "recall_at_k")
+
+METRIC_DEFINITIONS = {
+    "map": "Spark RankingMetrics.meanAveragePrecision over the full recommendation list (not cut at k)",
+    "map_at_k": "Spark RankingMetrics.meanAveragePrecisionAt(k)",
+    "precision_at_k": "Spark RankingMetrics.precisionAt(k)",
+    "ndcg_at_k": "Spark RankingMetrics.ndcgAt(k), binary relevance",
+    "recall_at_k": "Spark RankingMetrics.recallAt(k)",
+    "ndcg_graded_at_k": "NDCG@k, gain log(1 + held-out count), discount 1/log2(position + 1)",
+    "mpr": "expected percentile rank, weighted by held-out count; 0 perfect, 0.5 random (lower is better)",
+    "coverage_at_k": "share of tracks in at least one user's top k",
+    "mean_rec_popularity": "mean train-popularity percentile of recommended tracks (1 = most played)",
+}
+
+
+def user_metrics(pred: Sequence[int] | np.ndarray, relevant: Iterable[int] | np.ndarray, k: int) -> dict[str, float]:
+    """All metrics for one user's ranked list ``pred`` against the relevant items."""
+    if k <= 0:
+        raise ValueError(f"k={k}: ranking position k must be positive")
+    rel = np.unique(np.asarray(list(relevant) if not isinstance(relevant, np.ndarray) else relevant))
+    n_rel = len(rel)
+    if n_rel == 0:
+        return dict.fromkeys(METRIC_NAMES, 0.0)
+    pred = np.asarray(pred)
+    hits = np.isin(pred, rel) if len(pred) else np.zeros(0, dtype=bool)
+    positions = np.arange(1, len(pred) + 1)
+    cum_hits = np.cumsum(hits)
+    prec_at_hit = np.where(hits, cum_hits / positions, 0.0)
+    hits_k = int(hits[:k].sum())
+    n = min(max(len(pred), n_rel), k)
+    discounts = 1.0 / np.log(np.arange(n) + 2.0)
+    dcg = float(discounts[: min(n, len(pred))][hits[:n]].sum())
+    idcg = float(discounts[: min(n, n_rel)].sum())
+    return {
+        "map": float(prec_at_hit.sum() / n_rel),
+        "map_at_k": float(prec_at_hit[:k].sum() / min(n_rel, k)),
+        "precision_at_k": hits_k / k,
+        "ndcg_at_k": dcg / idcg if idcg > 0 else 0.0,
+        "recall_at_k": hits_k / n_rel,
+    }
+
+
+def mean_metrics(
+    preds: Iterable[Sequence[int] | np.ndarray], relevants: Iterable[Iterable[int]], k: int
+) -> dict[str, float]:
+    """Mean of ``user_metrics`` over users (the order of ``preds`` and ``relevants`` must match)."""
+    totals = dict.fromkeys(METRIC_NAMES, 0.0)
+    n_users = 0
+    for pred, rel in zip(preds, relevants, strict=True):
+        for name, value in user_metrics(pred, rel, k).items():
+            totals[name] += value
+        n_users += 1
+    if n_users == 0:
+        raise ValueError("no users to score: the evaluation split is empty")
+    return {name: total / n_users for name, total in totals.items()}
+
+
+@functools.lru_cache(maxsize=8)
+def _discounts(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions 1..k, and the NDCG discounts 1/ln(position + 1) with their running sums."""
+    positions = np.arange(1, k + 1, dtype=np.float64)
+    discounts = 1.0 / np.log(positions + 1.0)
+    return positions, discounts, np.cumsum(discounts)
+
+
+def ranking_metrics(pred: np.ndarray, relevant: np.ndarray, counts: np.ndarray, k: int) -> dict[str, float]:
+    """``user_metrics`` and ``ndcg_graded_at_k`` in one pass, for the evaluation's inner loop.
+
+    ``relevant`` must be sorted and unique (the evaluation's held-out tracks are) and ``pred`` at most k
+    long; the parity test holds it to ``user_metrics`` and ``ndcg_graded_at_k``.
+    """
+    n_rel = len(relevant)
+    if n_rel == 0:
+        return {**dict.fromkeys(METRIC_NAMES, 0.0), "ndcg_graded_at_k": 0.0}
+    positions, discounts, cumulative = _discounts(k)
+    n_pred = len(pred)
+    at = np.minimum(np.searchsorted(relevant, pred), n_rel - 1)
+    hits = relevant[at] == pred
+    cum_hits = np.cumsum(hits)
+    precision_sum = float((cum_hits / positions[:n_pred])[hits].sum())
+    hits_k = int(cum_hits[-1]) if n_pred else 0
+    n = min(max(n_pred, n_rel), k)
+    dcg = float(discounts[:n_pred][hits].sum())
+    idcg = float(cumulative[min(n, n_rel) - 1])
+    # The graded NDCG's base-2 discounts are the base-e ones times ln 2: the ratio does not change.
+    gains = np.log1p(np.asarray(counts, dtype=np.float64))
+    graded = float(gains[at][hits] @ discounts[:n_pred][hits])
+    ideal = np.sort(gains)[::-1][:k]
+    ideal_dcg = float(ideal @ discounts[: len(ideal)])
+    return {
+        "map": precision_sum / n_rel,
+        "map_at_k": precision_sum / min(n_rel, k),
+        "precision_at_k": hits_k / k,
+        "ndcg_at_k": dcg / idcg if idcg > 0 else 0.0,
+        "recall_at_k": hits_k / n_rel,
+        "ndcg_graded_at_k": graded / ideal_dcg if ideal_dcg > 0 else 0.0,
+    }
+
+
+def ndcg_graded_at_k(pred: Sequence[int] | np.ndarray, relevant: np.ndarray, counts: np.ndarray, k: int) -> float:
+    """NDCG@k with graded gains: gain log(1 + held-out count), discount 1 / log2(position + 1), the ideal
+    DCG from the user's own held-out gains sorted, cut at k; 0 for a user with no held-out items."""
+    relevant, counts = np.asarray(relevant), np.asarray(counts, dtype=np.float64)
+    if len(relevant) == 0:
+        return 0.0
+    order = np.argsort(relevant, kind="stable")
+    items, gains = relevant[order], np.log1p(counts[order])
+    top = np.asarray(pred, dtype=items.dtype)[:k]
+    at = np.minimum(np.searchsorted(items, top), len(items) - 1)
+    hits = items[at] == top
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = float(np.where(hits, gains[at], 0.0) @ discounts[: len(top)])
+    ideal = np.sort(gains)[::-1][:k]
+    idcg = float(ideal @ discounts[: len(ideal)])
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def percentile_ranks(scores: np.ndarray, relevant_scores: np.ndarray, n_candidates: int) -> np.ndarray:
+    """For each relevant item: the candidates scored strictly higher than it, over (candidates - 1).
+
+    ``scores`` holds one user's candidate scores, excluded items at -inf (never higher); ties are not
+    higher. 0 is the top of the list, 1 the bottom (Hu, Koren, Volinsky 2008, expected percentile rank).
+    """
+    if n_candidates <= 1:
+        return np.zeros(len(relevant_scores))
+    if len(relevant_scores) <= 32:  # one vectorised comparison and count per held-out item
+        higher = np.array([np.count_nonzero(scores > s) for s in relevant_scores], dtype=np.int64)
+    else:  # many held-out items: one sort of the scores is cheaper than a pass per item
+        ordered = np.sort(scores)
+        higher = len(scores) - np.searchsorted(ordered, relevant_scores, side="right")
+    return higher / (n_candidates - 1)

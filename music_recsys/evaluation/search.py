@@ -1,0 +1,307 @@
+"""Fast top-k search over item factors: exact baselines and Annoy, measured side by side.
+
+Exact baselines: single-query (one matrix-vector product + argpartition) and batched (a block of
+users per matrix product, ``music_recsys.evaluation.topk``). Annoy is measured with two metrics, always named:
+``dot`` (Annoy's inner-product index) and ``angular_ip`` (the inner-product-to-angular transform:
+items get an extra coordinate sqrt(M^2 - |v|^2), queries a 0, so angular order equals dot order).
+Recall@k is measured against the exact top-k by dot product.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from music_recsys.evaluation.topk import top_k
+
+ANNOY_METRICS = ("dot", "angular_ip")
+
+
+def exact_top_k_single(item_vectors: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
+    """Exact top-k for one query: a partial sort, not a full argsort."""
+    scores = item_vectors @ query
+    k = min(k, len(scores))
+    cand = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    return cand[np.argsort(-scores[cand], kind="stable")]
+
+
+def augment_for_angular(item_vectors: np.ndarray) -> np.ndarray:
+    """Items with the extra coordinate sqrt(M^2 - |v|^2) that turns inner product into angle."""
+    norms_sq = np.einsum("ij,ij->i", item_vectors, item_vectors, dtype=np.float64)
+    extra = np.sqrt(np.maximum(norms_sq.max() - norms_sq, 0.0))
+    return np.hstack([item_vectors, extra[:, None]]).astype(np.float32)
+
+
+def augment_query(query: np.ndarray) -> np.ndarray:
+    return np.append(query, np.float32(0.0)).astype(np.float32)
+
+
+class AnnoySearcher:
+    """A seeded Annoy index over item factors, saved to disk and reloaded with mmap."""
+
+    def __init__(
+        self,
+        item_vectors: np.ndarray,
+        metric: str,
+        n_trees: int,
+        seed: int,
+        path: str | os.PathLike,
+        n_jobs: int = 1,
+    ):
+        from annoy import AnnoyIndex
+
+        if metric not in ANNOY_METRICS:
+            raise ValueError(f"metric {metric!r}: choose from {ANNOY_METRICS}")
+        self.metric = metric
+        vectors = augment_for_angular(item_vectors) if metric == "angular_ip" else item_vectors.astype(np.float32)
+        self.dim = vectors.shape[1]
+        annoy_metric = "angular" if metric == "angular_ip" else "dot"
+        started = time.perf_counter()
+        index = AnnoyIndex(self.dim, annoy_metric)
+        index.set_seed(seed)  # before add_item, so the same data gives the same trees
+        for i, vector in enumerate(vectors):
+            index.add_item(i, vector)
+        # Annoy's threaded build (n_jobs != 1) ignores the random seed: seen here, two builds with
+        # seed 9 and n_jobs=-1 differed. n_jobs=1 keeps builds reproducible; pass -1 for speed.
+        index.build(n_trees, n_jobs=n_jobs)
+        index.save(str(path))
+        self.build_seconds = time.perf_counter() - started
+        index.unload()
+        self.path = Path(path)
+        self.index_bytes = self.path.stat().st_size
+        self.index = AnnoyIndex(self.dim, annoy_metric)
+        self.index.load(str(path))  # mmap: what a serving process would do
+
+    def query(self, vector: np.ndarray, k: int, search_k: int = -1) -> list[int]:
+        if self.metric == "angular_ip":
+            vector = augment_query(vector)
+        return self.index.get_nns_by_vector(vector, k, search_k=search_k)
+
+    def close(self) -> None:
+        self.index.unload()
+
+
+def recall(approx: Iterable[int], exact: np.ndarray) -> float:
+    if len(exact) == 0:
+        return 1.0
+    return len(set(approx) & set(exact.tolist())) / len(exact)
+
+
+@dataclass
+class SearchMeasurement:
+    metric: str
+    n_trees: int
+    search_k: int
+    k: int
+    candidates: int  # items asked of the index; > k means the candidates were re-ranked exactly
+    recall: float
+    qps: float
+    mean_ms: float
+    p50_ms: float
+    p99_ms: float
+    build_seconds: float
+    index_bytes: int
+    n_items: int
+    n_queries: int
+
+
+def _latency_stats(latencies_s: np.ndarray) -> dict[str, float]:
+    ms = latencies_s * 1000.0
+    total = latencies_s.sum()
+    return {
+        "qps": float(len(ms) / total) if total > 0 else float("inf"),
+        "mean_ms": float(ms.mean()),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+    }
+
+
+def meaningful_search_k(values: Iterable[int], n_trees: int, n_items: int) -> list[int]:
+    """Drop search_k values past the point where Annoy already visits every item in every tree.
+
+    The first value at or past ``n_trees * n_items`` is kept (it is the exhaustive setting); larger
+    ones repeat it. -1 (Annoy's default, n_trees * k) is always kept.
+    """
+    cap = n_trees * n_items
+    kept, reached = [], False
+    for value in sorted(set(values)):
+        if value == -1:
+            kept.append(value)
+        elif not reached:
+            kept.append(value)
+            reached = value >= cap
+    return kept
+
+
+def rerank(item_vectors: np.ndarray, query: np.ndarray, candidates: list[int], k: int) -> np.ndarray:
+    """Exact re-ranking of approximate candidates by inner product."""
+    ids = np.asarray(candidates, dtype=np.int64)
+    return ids[np.argsort(-(item_vectors[ids] @ query), kind="stable")[:k]]
+
+
+def sweep(
+    item_vectors: np.ndarray,
+    queries: np.ndarray,
+    ks: Iterable[int],
+    trees: Iterable[int],
+    search_ks: Iterable[int],
+    seed: int,
+    workdir: str | os.PathLike | None = None,
+    metrics: Iterable[str] = ANNOY_METRICS,
+    rerank_factors: Iterable[int] = (1, 4),
+) -> list[SearchMeasurement]:
+    """Measure exact baselines and every Annoy (metric, n_trees, search_k, re-rank) at every k.
+
+    A re-rank factor f > 1 asks Annoy for f * k candidates and keeps the exact top k of those.
+    """
+    item_vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    n_items, n_queries = len(item_vectors), len(queries)
+    ks = sorted({min(k, n_items) for k in ks})
+    out: list[SearchMeasurement] = []
+
+    def measure(metric, n_trees, search_k, k, candidates, search_fn, truth, build_seconds, index_bytes) -> list:
+        """Time ``search_fn`` on every query, score it against ``truth`` (None: it is the truth); return answers."""
+        # Warm-up (caches, CPU clock, mmap pages), so the first configuration measured is not penalised.
+        for q in queries[: min(10, n_queries)]:
+            search_fn(q)
+        latencies, recalls, answers = np.empty(n_queries), np.empty(n_queries), []
+        for i, q in enumerate(queries):
+            started = time.perf_counter()
+            found = search_fn(q)
+            latencies[i] = time.perf_counter() - started
+            recalls[i] = recall(found, truth[i]) if truth is not None else 1.0
+            answers.append(found)
+        out.append(
+            SearchMeasurement(
+                metric,
+                n_trees,
+                search_k,
+                k,
+                candidates,
+                float(recalls.mean()),
+                **_latency_stats(latencies),
+                build_seconds=build_seconds,
+                index_bytes=index_bytes,
+                n_items=n_items,
+                n_queries=n_queries,
+            )
+        )
+        return answers
+
+    truth: dict[int, list[np.ndarray]] = {}
+    for k in ks:
+        # The timed single-query exact search is also the ground truth for every other configuration.
+        truth[k] = measure(
+            "exact", 0, 0, k, k, lambda q, k=k: exact_top_k_single(item_vectors, q, k), None, 0.0, item_vectors.nbytes
+        )
+        top_k(queries[: min(10, n_queries)], item_vectors, k)  # warm-up
+        started = time.perf_counter()
+        batched = top_k(queries, item_vectors, k)
+        per_query = np.full(n_queries, (time.perf_counter() - started) / n_queries)
+        batched_recall = float(np.mean([recall(b, e) for b, e in zip(batched, truth[k], strict=True)]))
+        out.append(
+            SearchMeasurement(
+                "exact_batched",
+                0,
+                0,
+                k,
+                k,
+                batched_recall,
+                **_latency_stats(per_query),
+                build_seconds=0.0,
+                index_bytes=item_vectors.nbytes,
+                n_items=n_items,
+                n_queries=n_queries,
+            )
+        )
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        for metric in metrics:
+            for n_trees in sorted(set(trees)):
+                searcher = AnnoySearcher(item_vectors, metric, n_trees, seed, Path(tmp) / f"{metric}_{n_trees}.ann")
+                for search_k in meaningful_search_k(search_ks, n_trees, n_items):
+                    for k in ks:
+                        for factor in sorted(set(rerank_factors)):
+                            n_cand = min(k * factor, n_items)
+                            if factor > 1 and n_cand == k:
+                                continue  # the catalogue is too small for re-ranking to differ
+                            if factor == 1:
+                                fn = lambda q, k=k, sk=search_k, s=searcher: s.query(q, k, sk)  # noqa: E731
+                            else:
+                                fn = lambda q, k=k, sk=search_k, c=n_cand, s=searcher: rerank(  # noqa: E731
+                                    item_vectors, q, s.query(q, c, sk), k
+                                )
+                            measure(
+                                metric,
+                                n_trees,
+                                search_k,
+                                k,
+                                n_cand,
+                                fn,
+                                truth[k],
+                                searcher.build_seconds,
+                                searcher.index_bytes,
+                            )
+                searcher.close()
+    return out
+
+
+def operating_point(
+    measurements: list[SearchMeasurement], k: int, target_recall: float, metrics: Iterable[str] = ANNOY_METRICS
+) -> dict:
+    """The fastest Annoy configuration reaching ``target_recall`` at k, with its speedup over exact."""
+    metrics = tuple(metrics)
+    exact = next(m for m in measurements if m.metric == "exact" and m.k == k)
+    reaching = [m for m in measurements if m.metric in metrics and m.k == k and m.recall >= target_recall]
+    summary = {
+        "k": k,
+        "target_recall": target_recall,
+        "exact_qps": exact.qps,
+        "exact_batched_qps": next(m.qps for m in measurements if m.metric == "exact_batched" and m.k == k),
+    }
+    if not reaching:
+        best = max(
+            (m for m in measurements if m.metric in metrics and m.k == k),
+            key=lambda m: m.recall,
+            default=None,
+        )
+        summary.update(
+            {
+                "found": False,
+                "message": f"no Annoy configuration reaches recall@{k} >= {target_recall}",
+                "best_recall": best.recall if best else None,
+            }
+        )
+        return summary
+    fastest = max(reaching, key=lambda m: m.qps)
+    summary.update({"found": True, **asdict(fastest), "speedup_vs_exact": fastest.qps / exact.qps})
+    return summary
+
+
+def frontier(measurements: list[SearchMeasurement], k: int) -> list[dict]:
+    """Annoy configurations at k that no other one beats on both recall and speed (best recall first)."""
+    candidates = sorted(
+        (m for m in measurements if m.metric in ANNOY_METRICS and m.k == k), key=lambda m: (-m.recall, -m.qps)
+    )
+    kept, best_qps = [], 0.0
+    for m in candidates:
+        if m.qps > best_qps:
+            kept.append(
+                {
+                    "metric": m.metric,
+                    "n_trees": m.n_trees,
+                    "search_k": m.search_k,
+                    "candidates": m.candidates,
+                    "recall": m.recall,
+                    "qps": m.qps,
+                    "p99_ms": m.p99_ms,
+                }
+            )
+            best_qps = m.qps
+    return kept

@@ -1,0 +1,1 @@
+"""The Airflow side: run config and params, the plan, the DAG's tasks, the Spark job operator and runner, the report."""

@@ -1,0 +1,445 @@
+"""Run configuration: every DAG param defined once, validated, and the paths a run may read.
+
+Each field of ``RunConfig`` carries its default, its JSON schema (bounds, enums), a description and a
+form section. The DAG builds its ``Param``s from these fields, ``RunConfig.validate`` checks values
+with the same schemas (jsonschema, as Airflow does), and the README's params table is generated from
+them (``music-recsys params``), so the trigger form, the validation and the docs cannot disagree.
+
+Every path a user can pass must resolve inside ``RECSYS_DATA_ROOT`` or one of the colon-separated
+roots in ``RECSYS_INPUT_ROOTS``; the DAG validates here before any Spark job starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import itertools
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from music_recsys import constants as C
+from music_recsys.pipeline.job import InputError
+
+
+class ParamError(InputError):
+    """A param value the run cannot use: retrying with the same params cannot help."""
+
+
+def data_root() -> Path:
+    """The data root: ``RECSYS_DATA_ROOT`` (default ``./data``), absolute and symlink-resolved."""
+    return Path(os.environ.get("RECSYS_DATA_ROOT", "data")).expanduser().resolve()
+
+
+def input_roots() -> list[Path]:
+    """Roots that input paths may lie under: the data root plus ``RECSYS_INPUT_ROOTS``."""
+    roots = [data_root()]
+    for raw in os.environ.get("RECSYS_INPUT_ROOTS", "").split(":"):
+        if raw.strip():
+            roots.append(Path(raw.strip()).expanduser().resolve())
+    return roots
+
+
+def resolve_input_path(path: str, *, name: str = "path") -> Path:
+    """Resolve a user-given input path and refuse anything outside the allowed roots.
+
+    Relative paths are taken from the data root. Symlinks and ``..`` are resolved before the
+    check, so neither can escape a root. URI schemes are refused: inputs are local or mounted paths.
+    """
+    if not isinstance(path, str) or not path.strip():
+        raise ParamError(f"{name}: must be a non-empty path string, got {path!r}")
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path):
+        raise ParamError(
+            f"{name}: {path!r} is a URI; only local paths are accepted. "
+            f"Allowed roots: {', '.join(map(str, input_roots()))}"
+        )
+    candidate = Path(path).expanduser()
+    if not candidate.is_absolute():
+        candidate = data_root() / candidate
+    resolved = candidate.resolve()
+    roots = input_roots()
+    if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
+        raise ParamError(
+            f"{name}: {path!r} resolves to {resolved}, which is outside the allowed roots "
+            f"({', '.join(map(str, roots))}). Move the data under RECSYS_DATA_ROOT or add its "
+            f"directory to RECSYS_INPUT_ROOTS (colon-separated)."
+        )
+    return resolved
+
+
+def run_dir(run_id: str) -> Path:
+    """The run-scoped artifact directory ``<data root>/runs/<run id>``, with the id made path-safe."""
+    return data_root() / "runs" / safe_run_id(run_id)
+
+
+def safe_run_id(run_id: str) -> str:
+    """Airflow run ids contain ``:`` and ``+``; keep them readable but filesystem- and URI-safe."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("._")
+    if not safe:
+        raise ValueError(f"run id {run_id!r} has no usable characters")
+    return safe
+
+
+def _fmt_num(value: float) -> str:
+    return f"{value:g}".replace("+", "")
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One ALS grid point; ``str()`` gives the ``RANK,REG_PARAM,ALPHA,TRANSFORM`` form the fit job takes."""
+
+    rank: int
+    reg_param: float
+    alpha: float
+    transform: str
+
+    @property
+    def trial_id(self) -> str:
+        return f"r{self.rank}_reg{_fmt_num(self.reg_param)}_a{_fmt_num(self.alpha)}_{self.transform}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"trial_id": self.trial_id, **dataclasses.asdict(self)}
+
+    def __str__(self) -> str:
+        return f"{self.rank},{self.reg_param!r},{self.alpha!r},{self.transform}"
+
+    @classmethod
+    def parse(cls, text: str) -> TrialSpec:
+        """Inverse of ``str()``: ``"10,0.1,1.0,log1p"``."""
+        parts = text.split(",")
+        if len(parts) != 4:
+            raise ValueError(f"trial {text!r}: expected RANK,REG_PARAM,ALPHA,TRANSFORM")
+        rank, reg_param, alpha, transform = parts
+        if transform not in C.TRANSFORMS:
+            raise ValueError(f"trial {text!r}: transform must be one of {list(C.TRANSFORMS)}")
+        return cls(int(rank), float(reg_param), float(alpha), transform)
+
+
+# --- Param definitions --------------------------------------------------------------------------
+
+SECTIONS = ("Data", "Grid", "Evaluation", "Data checks", "Fast search", "Publishing", "Execution")
+
+
+def _param(default: Any, description: str, section: str, **schema: Any) -> Any:
+    """A RunConfig field that is also a DAG param: default, JSON schema, description, form section."""
+    if section not in SECTIONS:
+        raise ValueError(f"unknown param section {section!r}")
+    metadata = {"schema": schema, "description": description, "section": section}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _grid(default: list, description: str, items: dict, section: str = "Grid") -> Any:
+    return _param(default, description, section, type="array", items=items, minItems=1, uniqueItems=True)
+
+
+def _path(default: str, description: str) -> Any:
+    return _param(default, description, "Data", type="string", minLength=1)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One param as the DAG, the validation and the docs see it."""
+
+    name: str
+    default: Any
+    schema: dict[str, Any]
+    description: str
+    section: str
+
+    @property
+    def is_path(self) -> bool:
+        return self.name in PATH_PARAMS
+
+
+PATH_PARAMS = ("train_path", "validation_path", "test_path")
+
+
+@dataclass
+class RunConfig:
+    """Everything one run needs, validated. Field names are the DAG's param names."""
+
+    train_path: str = _path(
+        "msd_like/train.parquet",
+        "Train play counts: parquet (user_id, count, track_id), MSD triplets TSV or CSV; relative to "
+        "RECSYS_DATA_ROOT or absolute under an allowed root. May hold date templates ({{ ds }}).",
+    )
+    validation_path: str = _path(
+        "msd_like/validation.parquet", "Validation play counts (the rest of the hold-out users' histories)."
+    )
+    test_path: str = _path("msd_like/test.parquet", "Test play counts (hold-out users not in validation).")
+    sample_fraction: float = _param(
+        1.0,
+        "Share of non-hold-out train users kept (hold-out users always kept; the study used 0.2).",
+        "Data",
+        type="number",
+        exclusiveMinimum=0,
+        maximum=1,
+    )
+    max_reject_fraction: float = _param(
+        0.01,
+        "Ingest fails when a file has a larger share of invalid rows (they are quarantined either way).",
+        "Data",
+        type="number",
+        minimum=0,
+        maximum=1,
+    )
+    ranks: list[int] = _grid(
+        list(C.DEFAULT_RANKS), "ALS ranks (latent factors).", {"type": "integer", "minimum": 1, "maximum": 1000}
+    )
+    reg_params: list[float] = _grid(
+        list(C.DEFAULT_REG_PARAMS),
+        "ALS regParam values (scaled by each user's and track's number of ratings, as in Spark).",
+        {"type": "number", "exclusiveMinimum": 0, "maximum": 10000},
+    )
+    alphas: list[float] = _grid(
+        list(C.DEFAULT_ALPHAS),
+        "Implicit confidence scaling: confidence = 1 + alpha * rating.",
+        {"type": "number", "minimum": 0, "maximum": 1000000},
+    )
+    transforms: list[str] = _grid(
+        list(C.DEFAULT_TRANSFORMS),
+        "How play counts become ALS ratings: none, log1p, drop (counts <= drop_threshold removed), log1p_drop.",
+        {"type": "string", "enum": list(C.TRANSFORMS)},
+    )
+    drop_threshold: int = _param(
+        C.DEFAULT_DROP_THRESHOLD,
+        "Counts <= this are removed by the drop transforms.",
+        "Grid",
+        type="integer",
+        minimum=0,
+        maximum=1000000,
+    )
+    max_iter: int = _param(C.DEFAULT_MAX_ITER, "ALS iterations.", "Grid", type="integer", minimum=1, maximum=100)
+    nonnegative: bool = _param(
+        C.DEFAULT_NONNEGATIVE,
+        "Non-negative factors (NNLS solves, as in the study); false = unconstrained Cholesky solves, Spark's "
+        "default, which scored higher and fit faster here (bench/RESULTS.md).",
+        "Grid",
+        type="boolean",
+    )
+    seed: int = _param(
+        C.DEFAULT_SEED, "Random seed of sampling, ALS and Annoy.", "Grid", type="integer", minimum=0, maximum=2**31 - 1
+    )
+    k: int = _param(
+        C.DEFAULT_K,
+        "Recommendations per user (the study used 500).",
+        "Evaluation",
+        type="integer",
+        minimum=1,
+        maximum=10000,
+    )
+    exclude_seen: bool = _param(
+        True, "Exclude tracks the user already played in train from recommendations.", "Evaluation", type="boolean"
+    )
+    selection_metric: str = _param(
+        "map",
+        "Validation metric that picks the best grid point: map, ndcg_at_k, ndcg_graded_at_k (higher is better) "
+        "or mpr (lower is better); ties by ndcg_at_k, then trial id.",
+        "Evaluation",
+        type="string",
+        enum=list(C.SELECTION_METRICS),
+    )
+    on_data_drift: str = _param(
+        "fail",
+        "When a drop's figures cross a threshold against the last good run: fail (stop before any fit) or "
+        "warn (go on, record the verdict, do not promote the model).",
+        "Data checks",
+        type="string",
+        enum=["fail", "warn"],
+    )
+    max_volume_change: float = _param(
+        0.5,
+        "Largest relative change of rows, users, tracks or plays of any split against the last good run.",
+        "Data checks",
+        type="number",
+        exclusiveMinimum=0,
+        maximum=100,
+    )
+    max_new_user_share: float = _param(
+        0.5,
+        "Largest share of train users not seen in the last good run.",
+        "Data checks",
+        type="number",
+        minimum=0,
+        maximum=1,
+    )
+    max_new_track_share: float = _param(
+        0.25,
+        "Largest share of train tracks not seen in the last good run.",
+        "Data checks",
+        type="number",
+        minimum=0,
+        maximum=1,
+    )
+    max_count_shift: float = _param(
+        0.1,
+        "Largest shift of a split's play-count distribution (total variation distance over count buckets).",
+        "Data checks",
+        type="number",
+        minimum=0,
+        maximum=1,
+    )
+    annoy_trees: list[int] = _grid(
+        list(C.DEFAULT_ANNOY_TREES),
+        "Annoy n_trees values.",
+        {"type": "integer", "minimum": 1, "maximum": 1000},
+        section="Fast search",
+    )
+    annoy_search_k: list[int] = _grid(
+        list(C.DEFAULT_ANNOY_SEARCH_K),
+        "Annoy search_k values; -1 = Annoy's default (n_trees * k), 0 is not allowed. Values past an "
+        "exhaustive search are trimmed.",
+        {"type": "integer", "minimum": -1, "maximum": 100000000, "not": {"const": 0}},
+        section="Fast search",
+    )
+    annoy_max_queries: int = _param(
+        2000,
+        "At most this many validation users are the search queries.",
+        "Fast search",
+        type="integer",
+        minimum=1,
+        maximum=1000000,
+    )
+    annoy_target_recall: float = _param(
+        0.9,
+        "Recall@k the Annoy operating point must reach.",
+        "Fast search",
+        type="number",
+        exclusiveMinimum=0,
+        maximum=1,
+    )
+    promote: bool = _param(
+        True,
+        "Promote the run's best model to champion when it passes the gate; false publishes a candidate only.",
+        "Publishing",
+        type="boolean",
+    )
+    min_lift_over_popularity: float = _param(
+        1.1,
+        "The best point's test MAP must be at least this multiple of the popularity baseline's.",
+        "Publishing",
+        type="number",
+        minimum=0,
+        maximum=1000,
+    )
+    max_regression: float = _param(
+        0.05,
+        "Largest relative drop of test MAP below the champion's, when both were measured on the same data.",
+        "Publishing",
+        type="number",
+        minimum=0,
+        maximum=1,
+    )
+    fits_per_task: int = _param(
+        1,
+        "Grid points fitted in one Spark application (one mapped fit task). 1 = a task per point (own retry, "
+        "log and map index); more shares one Spark start and one data read among several points.",
+        "Execution",
+        type="integer",
+        minimum=1,
+        maximum=1024,
+    )
+
+    @classmethod
+    def param_specs(cls) -> list[ParamSpec]:
+        """Every param in form order: name, default, schema, description, section."""
+        specs = []
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            specs.append(
+                ParamSpec(f.name, default, f.metadata["schema"], f.metadata["description"], f.metadata["section"])
+            )
+        return specs
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> RunConfig:
+        """Build from DAG params and validate; an unknown key is refused (a typo would silently use a default)."""
+        specs = {spec.name: spec for spec in cls.param_specs()}
+        unknown = sorted(set(params) - set(specs))
+        if unknown:
+            hints = {n: difflib.get_close_matches(n, specs, n=1) for n in unknown}
+            named = ", ".join(f"{n!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for n, h in hints.items())
+            raise ParamError(f"params: unknown {named}; known params: {', '.join(specs)}")
+        config = cls(**params)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Check every param against its schema, resolve paths, put lists in a canonical order."""
+        for spec in self.param_specs():
+            check_param(spec, getattr(self, spec.name))
+            if spec.is_path:
+                setattr(self, spec.name, str(resolve_input_path(getattr(self, spec.name), name=spec.name)))
+            else:
+                setattr(self, spec.name, _canonical(spec.schema, getattr(self, spec.name)))
+        self.transforms = [t for t in C.TRANSFORMS if t in self.transforms]
+        n = len(self.trials())
+        if n > 1024:
+            raise ParamError(f"grid has {n} points; Airflow maps at most 1024 tasks (max_map_length)")
+
+    def trials(self) -> list[TrialSpec]:
+        return [
+            TrialSpec(rank, reg, alpha, transform)
+            for transform, rank, reg, alpha in itertools.product(
+                self.transforms, self.ranks, self.reg_params, self.alphas
+            )
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def check_param(spec: ParamSpec, value: Any) -> None:
+    """The trigger form's verdict on one value: the same JSON schema through the same validator."""
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(spec.schema).iter_errors(value))
+    if error is not None:
+        where = "".join(f"[{p}]" for p in error.absolute_path)
+        message = f"{error.instance!r} is not allowed" if error.validator == "not" else error.message
+        raise ParamError(f"{spec.name}{where}: {message}. {spec.description}")
+
+
+def _canonical(schema: dict[str, Any], value: Any) -> Any:
+    """Valid values in one form: JSON's 10.0 is an integer, grid lists are sorted."""
+    if schema.get("type") == "array":
+        return sorted(_canonical(schema["items"], v) for v in value)
+    if schema.get("type") == "integer":
+        return int(value)
+    if schema.get("type") == "number":
+        return float(value)
+    return value
+
+
+def describe_schema(schema: dict[str, Any]) -> str:
+    """The allowed values of a schema in words, for the README table."""
+    if schema.get("type") == "array":
+        return f"list of {describe_schema(schema['items'])}" + (", no repeats" if schema.get("uniqueItems") else "")
+    if "enum" in schema:
+        return " / ".join(f"`{v}`" for v in schema["enum"])
+    kind = {"integer": "integer", "number": "number", "boolean": "true / false", "string": "text"}[schema["type"]]
+    if schema.get("minLength"):
+        kind = "non-empty text"
+    if "exclusiveMinimum" in schema:
+        low = f"> {schema['exclusiveMinimum']:g}"
+    else:
+        low = f">= {schema['minimum']:g}" if "minimum" in schema else ""
+    high = f"<= {schema['maximum']:g}" if "maximum" in schema else ""
+    bounds = ", ".join(b for b in (low, high) if b)
+    excluded = f", not {schema['not']['const']}" if "not" in schema else ""
+    return f"{kind} {bounds}{excluded}".strip()
+
+
+def params_markdown() -> str:
+    """The README's params table, generated from the RunConfig fields."""
+    lines = ["| param | default | allowed | meaning |", "|---|---|---|---|"]
+    for spec in RunConfig.param_specs():
+        default = json.dumps(spec.default)
+        lines.append(f"| `{spec.name}` | `{default}` | {describe_schema(spec.schema)} | {spec.description} |")
+    return "\n".join(lines)

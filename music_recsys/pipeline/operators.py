@@ -1,0 +1,111 @@
+"""``SparkJobOperator``: runs one ``jobs/*.py`` application and returns its JSON result to XCom.
+
+The Spark connection decides how the job runs:
+- type ``spark`` (the default; ``local[*]`` when the connection is not defined): ``spark-submit``, as
+  ``SparkSubmitOperator`` does — a fresh Spark application per task (isolation, per-task resources);
+- type ``spark_connect``: the job's ``run(spark, ...)`` in the task process against a Spark Connect
+  session on a long-running server (a warm Spark shared by every task).
+
+Either way the job writes its result at a run-scoped path the DAG chose (``SparkSubmitOperator.execute``
+returns nothing), and this operator returns that file. A job that failed on its input or params says
+so in the result (``music_recsys.pipeline.job``), and the task then fails without retries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+from music_recsys.pipeline.spark import spark_conf
+
+# What runs when the connection is not defined: Spark in the worker, on every core (the provider would
+# otherwise fall back to YARN).
+LOCAL_SPARK_CONNECTION = json.dumps({"conn_type": "spark", "host": "local[*]"})
+
+
+class SparkJobOperator(SparkSubmitOperator):
+    """Run one job through the Spark connection and return its JSON result (``result_path``)."""
+
+    template_fields = (*SparkSubmitOperator.template_fields, "result_path", "grid_point")
+
+    def __init__(self, *, result_path: str, grid_point: str = "", **kwargs: Any) -> None:
+        conf = {**spark_conf(), **(kwargs.pop("conf", None) or {})}
+        kwargs.setdefault("py_files", os.environ.get("RECSYS_PY_FILES") or None)
+        if os.environ.get("RECSYS_SPARK_CORES_MAX"):
+            # On a standalone cluster an app takes every free core unless capped.
+            kwargs.setdefault("total_executor_cores", int(os.environ["RECSYS_SPARK_CORES_MAX"]))
+        super().__init__(conf=conf, **kwargs)
+        self.result_path = result_path
+        self.grid_point = grid_point
+
+    def execute(self, context: Any) -> dict:
+        connection = self.spark_connection()
+        # A retry must not read the previous attempt's result.
+        Path(self.result_path).unlink(missing_ok=True)
+        try:
+            if connection.conn_type == "spark_connect":
+                self.run_on_connect(connection)
+            else:
+                if shutil.which("spark-submit") is None:
+                    # pyspark installs spark-submit next to this interpreter; the provider looks on PATH.
+                    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+                super().execute(context)
+        except Exception:
+            self.fail_without_retry_on_input_error()
+            raise
+        result_file = Path(self.result_path)
+        if not result_file.exists():
+            raise RuntimeError(f"{self.application} finished but wrote no result at {result_file}")
+        return json.loads(result_file.read_text())
+
+    def spark_connection(self) -> Any:
+        """The Spark connection; only one that is not defined falls back to local Spark."""
+        from airflow.sdk import BaseHook
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        try:
+            return BaseHook.get_connection(self._conn_id)
+        except AirflowNotFoundException:
+            # Any other error (a secrets backend that is down, say) fails the task: production jobs
+            # must not quietly run on the worker.
+            self.log.info("Spark connection %r is not defined: running Spark here, master local[*]", self._conn_id)
+            os.environ[f"AIRFLOW_CONN_{self._conn_id.upper()}"] = LOCAL_SPARK_CONNECTION
+            return BaseHook.get_connection(self._conn_id)
+
+    def run_on_connect(self, connection: Any) -> None:
+        """The job's ``run`` in this process, against a session on the connection's Spark Connect server."""
+        from airflow.providers.apache.spark.hooks.spark_connect import SparkConnectHook
+
+        from music_recsys.pipeline import job
+        from music_recsys.pipeline.spark import connect_session
+
+        module = job.load_job(self.application)
+        kwargs = vars(module.parse_args([str(a) for a in self.application_args or []]))
+        url = SparkConnectHook(conn_id=self._conn_id).get_connection_url()
+        retry_seconds = float(connection.extra_dejson.get("retry_seconds", 60))
+        self.log.info("running %s on Spark Connect %s", Path(self.application).name, url.split("/;")[0])
+        with connect_session(url, retry_seconds=retry_seconds) as spark:
+            for archive in (self.py_files or "").split(","):
+                if archive.strip():  # the server's Python workers import this package from it
+                    spark.addArtifacts(archive.strip(), pyfile=True)
+            job.execute(module.run, spark, kwargs)
+
+    def fail_without_retry_on_input_error(self) -> None:
+        """When the job's result says its input made it fail, end the task now: a retry cannot help."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        result_file = Path(self.result_path)
+        if not result_file.exists():
+            return
+        try:
+            result = json.loads(result_file.read_text())
+        except ValueError:
+            return
+        if result.get("status") == "failed" and result.get("retryable") is False:
+            raise AirflowFailException(f"{Path(self.application).name}: {result['error']} (not retried)")

@@ -1,0 +1,317 @@
+"""Per-run report: the study's grid figure, metrics per user segment, the honest recall-vs-QPS figure,
+the data check against the last good run, the model that was published, and a markdown summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from music_recsys import constants as C
+from music_recsys.data.drift import PROFILE_FIGURES
+from music_recsys.store.layout import RunLayout, read_json, write_json
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def grid_plot(rows: list[dict], k: int, path: Path) -> Path | None:
+    """MAP and precision@k against alpha; one panel per regParam, one line per rank (and transform)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r["split"] == "validation" and r["model"] == "als" and r["status"] == "success"]
+    if not ok:
+        return None
+    baseline = next((r for r in rows if r["split"] == "validation" and r["trial_id"] == C.POPULARITY_TRIAL_ID), None)
+    regs = sorted({r["reg_param"] for r in ok})
+    fig, axes = plt.subplots(2, len(regs), figsize=(4.2 * len(regs), 7), squeeze=False, sharey="row")
+    styles = ["-", "--", ":", "-."]
+    transforms = sorted({r["transform"] for r in ok})
+    for col, reg in enumerate(regs):
+        for row_i, (metric, label) in enumerate([("map", "MAP"), ("precision_at_k", f"precision@{k}")]):
+            ax = axes[row_i][col]
+            for t_i, transform in enumerate(transforms):
+                for rank in sorted({r["rank"] for r in ok}):
+                    pts = sorted(
+                        (r["alpha"], r[metric])
+                        for r in ok
+                        if r["reg_param"] == reg and r["rank"] == rank and r["transform"] == transform
+                    )
+                    if pts:
+                        ax.plot(
+                            *zip(*pts, strict=True),
+                            styles[t_i % 4],
+                            marker="o",
+                            label=f"rank {rank}" + (f", {transform}" if len(transforms) > 1 else ""),
+                        )
+            if baseline:
+                ax.axhline(baseline[metric], color="grey", lw=1, label="popularity")
+            ax.set_title(f"regParam = {reg:g}")
+            ax.set_xlabel("alpha")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("ALS grid on validation")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def segment_plot(segments: list[dict], best_id: str, split: str, path: Path) -> Path | None:
+    """MAP and MPR per user segment (train history length): the best point against popularity."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    picked = {
+        trial: sorted(
+            (s for s in segments if s["trial_id"] == trial and s["split"] == split), key=lambda s: s["segment"]
+        )
+        for trial in (best_id, C.POPULARITY_TRIAL_ID)
+    }
+    if not all(picked.values()):
+        return None
+    labels = [segment_label(s) for s in picked[best_id]]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    width = 0.38
+    for ax, (metric, title) in zip(
+        axes, (("map", "MAP (higher is better)"), ("mpr", "MPR (lower is better)")), strict=True
+    ):
+        for i, (trial, color) in enumerate(((best_id, "tab:blue"), (C.POPULARITY_TRIAL_ID, "tab:grey"))):
+            xs = [x + (i - 0.5) * width for x in range(len(picked[trial]))]
+            ax.bar(xs, [s[metric] or 0.0 for s in picked[trial]], width, label=trial, color=color)
+        ax.set_xticks(range(len(labels)), labels, fontsize=8)
+        ax.set_title(title)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"By listener history ({split})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def segment_label(segment: dict) -> str:
+    high = segment["max_history"]
+    span = f"{segment['min_history']}-{high}" if high is not None else f">={segment['min_history']}"
+    return f"{segment['name']} ({span} tracks)"
+
+
+def search_plot(rows: list[dict], k: int, path: Path) -> Path | None:
+    """Recall@k vs queries per second (log), one line per (metric, n_trees); exact baselines as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    at_k = [r for r in rows if r["k"] == k]
+    if not at_k:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for metric, marker in (("dot", "o"), ("angular_ip", "s")):
+        for n_trees in sorted({r["n_trees"] for r in at_k if r["metric"] == metric}):
+            for reranked in (False, True):
+                pts = sorted(
+                    (r["recall"], r["qps"])
+                    for r in at_k
+                    if r["metric"] == metric and r["n_trees"] == n_trees and (r["candidates"] > k) == reranked
+                )
+                if pts:
+                    label = f"annoy {metric}, {n_trees} trees" + (", re-ranked" if reranked else "")
+                    ax.plot(*zip(*pts, strict=True), marker=marker, ls=":" if reranked else "-", label=label)
+    for metric, color in (("exact", "black"), ("exact_batched", "tab:red")):
+        exact = next((r for r in at_k if r["metric"] == metric), None)
+        if exact:
+            ax.axhline(exact["qps"], color=color, ls="--", label=f"{metric} ({exact['qps']:.0f} q/s)")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"recall@{k} (vs exact top-{k})")
+    ax.set_ylabel("queries per second (log)")
+    ax.set_title("Fast search: Annoy vs exact, same factors, one core")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _data_check_lines(data_check: dict[str, Any] | None) -> list[str]:
+    if not data_check:
+        return []
+    lines = ["## Data check", "", data_check["message"].split("\n")[0], ""]
+    before = data_check.get("baseline_profiles") or {}
+    head = "| split | " + " | ".join(PROFILE_FIGURES) + " |"
+    lines += [head, "|---" * (len(PROFILE_FIGURES) + 1) + "|"]
+    for split, profile in data_check["profiles"].items():
+        lines.append(f"| {split} | " + " | ".join(_fmt(profile[f], 3) for f in PROFILE_FIGURES) + " |")
+        if split in before:
+            lines.append(
+                f"| {split}, run {data_check['baseline_run_id']} | "
+                + " | ".join(_fmt(before[split][f], 3) for f in PROFILE_FIGURES)
+                + " |"
+            )
+    train = (data_check.get("changes") or {}).get("train") or {}
+    if train.get("new_user_share") is not None:
+        lines += [
+            "",
+            f"New in train since that run: {train['new_user_share']:.1%} of users, "
+            f"{train['new_track_share']:.1%} of tracks.",
+        ]
+    if data_check["violations"]:
+        lines += ["", "Crossed a threshold:", "", "```", data_check["message"].split("\n", 1)[1], "```"]
+    return [*lines, ""]
+
+
+def _publication_lines(publication: dict[str, Any] | None) -> list[str]:
+    if not publication:
+        return []
+    return [
+        "## Model",
+        "",
+        f"Bundle `{publication['version']}` ({publication['path']}): **{publication['status']}** — "
+        f"{publication['reason']}.",
+        "",
+    ]
+
+
+def write_report(
+    plan: dict[str, Any],
+    evaluation: dict[str, Any],
+    search: dict[str, Any],
+    recorded: dict[str, Any] | None = None,
+    data_check: dict[str, Any] | None = None,
+    publication: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    layout = RunLayout(plan["run_dir"])
+    out = layout.report_dir
+    out.mkdir(parents=True, exist_ok=True)
+    rows = evaluation["rows"]
+    k = evaluation["k"]
+    ann_rows = read_json(search["rows_path"])
+    best_id = evaluation.get("best_trial_id")
+    grid_png = grid_plot(rows, k, out / "als_grid.png")
+    segments_png = segment_plot(evaluation["segments"], best_id, "test", out / "segments.png")
+    search_png = search_plot(ann_rows, max(r["k"] for r in ann_rows), out / "fast_search.png")
+
+    def find(trial_id: str | None, split: str) -> dict | None:
+        return next((r for r in rows if r["trial_id"] == trial_id and r["split"] == split), None)
+
+    best_val, best_test = find(best_id, "validation"), find(best_id, "test")
+    pop_val, pop_test = find(C.POPULARITY_TRIAL_ID, "validation"), find(C.POPULARITY_TRIAL_ID, "test")
+    op = search["operating_points"][str(max(int(x) for x in search["operating_points"]))]
+
+    lines = [
+        f"# music-recsys run `{plan['run_id']}`",
+        "",
+        f"Recommendations: top {k}, already-played items "
+        f"{'excluded' if evaluation['exclude_seen'] else 'kept'}. Best point rule: {evaluation['selection_rule']}.",
+        "",
+        *_data_check_lines(data_check),
+        *_publication_lines(publication),
+        "## Best point and generalization",
+        "",
+        "| model | split | MAP | MAP@k | precision@k | NDCG@k | graded NDCG@k | MPR | coverage@k "
+        "| rec. popularity | users |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    test_rows = [r for r in rows if r["split"] == "test"]
+    for r in [
+        r for r in rows if r["split"] == "validation" and r["trial_id"] in {x["trial_id"] for x in test_rows}
+    ] + test_rows:
+        lines.append(
+            f"| {r['trial_id']} | {r['split']} | {_fmt(r['map'])} | {_fmt(r['map_at_k'])} | "
+            f"{_fmt(r['precision_at_k'])} | {_fmt(r['ndcg_at_k'])} | {_fmt(r['ndcg_graded_at_k'])} | "
+            f"{_fmt(r['mpr'])} | {_fmt(r['coverage_at_k'], 3)} | {_fmt(r['mean_rec_popularity'], 3)} | "
+            f"{r['n_users']} |"
+        )
+    by_segment = [
+        s for s in evaluation["segments"] if s["split"] == "test" and s["trial_id"] in (best_id, C.POPULARITY_TRIAL_ID)
+    ]
+    if by_segment:
+        lines += [
+            "",
+            "## By listener history (test)",
+            "",
+            "Users split into equal-share segments by the number of tracks they played in train.",
+            "",
+            "| model | segment | users | MAP | NDCG@k | graded NDCG@k | MPR | rec. popularity |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for seg in sorted(by_segment, key=lambda s: (s["trial_id"] != best_id, s["segment"])):
+            lines.append(
+                f"| {seg['trial_id']} | {segment_label(seg)} | {seg['n_users']} | {_fmt(seg['map'])} | "
+                f"{_fmt(seg['ndcg_at_k'])} | {_fmt(seg['ndcg_graded_at_k'])} | {_fmt(seg['mpr'])} | "
+                f"{_fmt(seg['mean_rec_popularity'], 3)} |"
+            )
+    lines += [
+        "",
+        "## All trials (validation)",
+        "",
+        "| trial | rank | regParam | alpha | transform | status | MAP | precision@k | NDCG@k | MPR | fit s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted((r for r in rows if r["split"] == "validation"), key=lambda r: -(r["map"] or -1)):
+        lines.append(
+            f"| {r['trial_id']} | {_fmt(r['rank'])} | {_fmt(r['reg_param'], 3)} | {_fmt(r['alpha'], 3)} | "
+            f"{r['transform']} | {r['status']} | {_fmt(r['map'])} | {_fmt(r['precision_at_k'])} | "
+            f"{_fmt(r['ndcg_at_k'])} | {_fmt(r['mpr'])} | {_fmt(r['fit_seconds'], 1)} |"
+        )
+    lines += [
+        "",
+        "## Fast search",
+        "",
+        f"Best trial's item factors: {search['n_items']} items, "
+        f"{search['n_queries']} validation users as queries; recall against exact top-k by dot product.",
+        "",
+    ]
+    for kk, point in sorted(search["operating_points"].items(), key=lambda x: int(x[0])):
+        if point["found"]:
+            lines.append(
+                f"- k={kk}: fastest Annoy at recall >= {point['target_recall']}: {point['metric']}, "
+                f"{point['n_trees']} trees, search_k {point['search_k']}"
+                + (f", {point['candidates']} candidates re-ranked" if point["candidates"] > point["k"] else "")
+                + f" — recall {point['recall']:.3f}, "
+                f"{point['qps']:.0f} q/s, {point['speedup_vs_exact']:.2f}x the single-query exact search "
+                f"({point['exact_qps']:.0f} q/s; batched exact {point['exact_batched_qps']:.0f} q/s)"
+            )
+        else:
+            lines.append(
+                f"- k={kk}: {point['message']} (best recall {_fmt(point['best_recall'], 3)}); exact "
+                f"{point['exact_qps']:.0f} q/s single, {point['exact_batched_qps']:.0f} q/s batched"
+            )
+    lines.append(
+        f"- Better Annoy metric on these factors: {search['better_metric']} (q/s at the target recall "
+        f"{search['qps_at_target_by_metric']}, max recall {search['max_recall_by_metric']})"
+    )
+    plots = [p for p in (grid_png, segments_png, search_png) if p]
+    lines += ["", "## Figures", "", *(f"![{png.stem}]({png.name})" for png in plots)]
+    report_md = out / "report.md"
+    report_md.write_text("\n".join(lines) + "\n")
+    headline = ("map", "precision_at_k", "ndcg_at_k", "ndcg_graded_at_k", "mpr", "coverage_at_k", "mean_rec_popularity")
+    summary = {
+        "run_id": plan["run_id"],
+        "run_dir": plan["run_dir"],
+        "best_trial_id": best_id,
+        "selection_metric": evaluation["selection_metric"],
+        "best_validation": {m: best_val[m] for m in headline} if best_val else None,
+        "best_test": {m: best_test[m] for m in headline} if best_test else None,
+        "popularity_validation": {m: pop_val[m] for m in headline} if pop_val else None,
+        "popularity_test": {m: pop_test[m] for m in headline} if pop_test else None,
+        "fast_search": op,
+        "data_check": (data_check or {}).get("verdict"),
+        "model": publication,
+        "report": str(report_md),
+        "plots": [str(p) for p in plots],
+        "recorded": recorded,
+    }
+    write_json(out / "summary.json", summary)
+    return summary

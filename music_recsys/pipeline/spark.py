@@ -1,0 +1,169 @@
+"""Spark for the jobs: the settings every job runs with, built in one place, and the three ways a job
+gets its session — under spark-submit, as a local session (tests, benchmarks, debugging), or as a
+Spark Connect client (the execution mode of a ``spark_connect`` connection).
+
+Jobs use only what both kinds of session have (no ``sparkContext``, broadcast variables or RDDs); the
+two places the kinds differ (checkpoint directory, default parallelism) are answered here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+# JVM flags of the driver and executors, chosen on an ALS fit (bench/RESULTS.md, "ALS tuning"): the
+# throughput collector instead of G1, and the Java Vector API for netlib's pure-Java BLAS.
+JAVA_OPTIONS = os.environ.get("RECSYS_SPARK_JAVA_OPTIONS", "-XX:+UseParallelGC --add-modules=jdk.incubator.vector")
+
+
+# A JVM that cannot use the archive (another JDK or classpath) would say so in every task log.
+CDS_QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"
+
+
+def cds_path() -> Path:
+    """Where the class-data-sharing archive of the jobs' driver JVM lives (``harness.cds``)."""
+    return Path(os.environ.get("RECSYS_SPARK_CDS_ARCHIVE") or Path(sys.prefix) / "spark-classes.jsa")
+
+
+def cds_archive() -> str | None:
+    """The archive, when ``make setup`` built it: a driver JVM maps it instead of loading and verifying
+    the same classes one by one (bench/RESULTS.md, "One cold fit task")."""
+    path = cds_path()
+    return str(path) if path.is_file() else None
+
+
+def java_options() -> str:
+    """The driver's JVM flags: ``JAVA_OPTIONS``, plus the class-data-sharing archive when there is one."""
+    archive = cds_archive()
+    return f"{JAVA_OPTIONS} -XX:SharedArchiveFile={archive} {CDS_QUIET}" if archive else JAVA_OPTIONS
+
+
+# Session-level settings, the only ones a Spark Connect client can set (the rest belong to the server).
+RUNTIME_KEYS = ("spark.sql.shuffle.partitions", "spark.sql.execution.arrow.pyspark.enabled")
+
+
+def spark_conf() -> dict[str, str]:
+    """Settings of every job's Spark application; every value can be changed through the environment.
+
+    spark-submit passes them as ``--conf`` (``SparkJobOperator``), a local session sets them on its
+    builder (``get_spark``), a Connect session applies the runtime ones (``connect_session``).
+    """
+    conf = {
+        # Small data on few cores: Spark's default 200 shuffle partitions are mostly scheduling overhead.
+        "spark.sql.shuffle.partitions": os.environ.get("RECSYS_SHUFFLE_PARTITIONS", "8"),
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # Batch jobs need no UI, and a UI per concurrent client-mode driver exhausts ports past 16 drivers.
+        "spark.ui.enabled": os.environ.get("RECSYS_SPARK_UI", "false"),
+        "spark.ui.showConsoleProgress": "false",
+        # Task logs stay readable: Spark's INFO lines would drown the job's own output.
+        "spark.log.level": os.environ.get("RECSYS_SPARK_LOG_LEVEL", "WARN"),
+        "spark.driver.memory": os.environ.get("RECSYS_DRIVER_MEMORY", "2g"),
+        "spark.driver.extraJavaOptions": java_options(),
+        "spark.executor.extraJavaOptions": JAVA_OPTIONS,
+        # The driver runs in this process's environment (client mode); executors may have another Python.
+        "spark.pyspark.driver.python": sys.executable,
+        "spark.pyspark.python": os.environ.get("RECSYS_SPARK_PYTHON", sys.executable),
+    }
+    if os.environ.get("RECSYS_SPARK_DRIVER_HOST"):
+        conf["spark.driver.host"] = os.environ["RECSYS_SPARK_DRIVER_HOST"]
+    if os.environ.get("RECSYS_SPARK_EVENT_LOG_DIR"):  # for the Spark history server
+        conf["spark.eventLog.enabled"] = "true"
+        conf["spark.eventLog.dir"] = os.environ["RECSYS_SPARK_EVENT_LOG_DIR"]
+    return conf
+
+
+def get_spark(app_name: str) -> SparkSession:
+    """The job's session: the one spark-submit started, or a local one when run with plain python."""
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        # Not under spark-submit (tests, benchmarks, debugging): a local master with the job settings.
+        # Under spark-submit the JVM exists already and master, name and settings come from the submit.
+        builder = builder.master(os.environ.get("RECSYS_SPARK_MASTER", "local[*]")).appName(app_name)
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # UDF workers need this package
+        for key, value in spark_conf().items():
+            builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
+@contextlib.contextmanager
+def connect_session(url: str, retry_seconds: float = 60.0) -> Iterator[SparkSession]:
+    """A new Spark Connect client session at ``url`` (``sc://host:port/...``) with the job settings.
+
+    The client retries an unavailable server for about ``retry_seconds`` (long enough to ride out a
+    server restart), then fails with the server's address. PySpark marks a process as Connect-only by
+    an environment variable; it is restored on exit, so a process that also has a classic session (the
+    test suite) keeps working.
+    """
+    from pyspark.sql import SparkSession
+    from pyspark.sql.connect.client.retries import DefaultPolicy
+
+    marker = "SPARK_CONNECT_MODE_ENABLED"
+    was_set = marker in os.environ
+    spark = SparkSession.builder.remote(url).create()
+    try:
+        spark.client.set_retry_policies([DefaultPolicy(**retry_policy(retry_seconds))])
+        conf = spark_conf()
+        try:
+            for key in RUNTIME_KEYS:
+                spark.conf.set(key, conf[key])
+        except Exception as exc:
+            address = url.split("/;")[0].rstrip("/")
+            first_line = str(exc).splitlines()[0] if str(exc) else ""
+            raise ConnectionError(
+                f"Spark Connect server at {address} did not answer within {retry_seconds:.0f} s: "
+                f"{type(exc).__name__}: {first_line}"
+            ) from exc
+        yield spark
+    finally:
+        try:
+            spark.stop()
+        finally:
+            if not was_set:
+                os.environ.pop(marker, None)
+
+
+def retry_policy(seconds: float, initial_ms: int = 50, multiplier: float = 4.0, max_ms: int = 5000) -> dict:
+    """Arguments of the Connect client's retry policy whose back-off waits add up to about ``seconds``."""
+    waited, wait, retries = 0.0, float(initial_ms), 0
+    while waited + wait <= seconds * 1000:
+        waited += wait
+        wait = min(max_ms, wait * multiplier)
+        retries += 1
+    return {
+        "max_retries": max(retries, 1),
+        "initial_backoff": initial_ms,
+        "backoff_multiplier": multiplier,
+        "max_backoff": max_ms,
+    }
+
+
+def is_connect(spark: SparkSession) -> bool:
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def set_checkpoint_dir(spark: SparkSession, path: str) -> None:
+    """Without a checkpoint dir ALS ignores ``checkpointInterval`` and its lineage grows unbounded.
+
+    A Connect client cannot set it: the server's ``spark.checkpoint.dir`` applies (README, Spark Connect).
+    """
+    if not is_connect(spark):
+        spark.sparkContext.setCheckpointDir(path)
+
+
+def default_parallelism(spark: SparkSession) -> int:
+    """Cores Spark gives a job: the partitions of a ``range`` with no explicit slices in Connect mode."""
+    if not is_connect(spark):
+        return spark.sparkContext.defaultParallelism
+    from pyspark.sql import functions as F
+
+    partitions = spark.range(0, 1 << 16).select(F.spark_partition_id().alias("p"))
+    return int(partitions.agg(F.max("p")).first()[0]) + 1

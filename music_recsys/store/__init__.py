@@ -1,0 +1,1 @@
+"""What outlives a run: the run layout, the results store, model bundles, the registry, retention."""

@@ -1,0 +1,300 @@
+"""The results store: trial results, data profiles and the model registry, in Postgres or SQLite.
+
+Tables: ``als_trials`` (one row per grid point and the popularity baseline per split per run),
+``als_segments`` (the same metrics per segment of users by train history length), ``ann_trials`` (one row
+per search configuration per k per run), ``data_profiles`` (one row per run and split: what the data
+check saw) and ``models`` (the registry: ``music_recsys.store.registry``).
+
+The store is the Airflow connection ``recsys_results``; when it is not defined, a SQLite file under the
+data root (the embedded default). Writes are upserts keyed on the run and the trial / search
+configuration, so re-running a task rewrites its rows instead of adding new ones. SQL is built by
+SQLAlchemy Core with bound parameters; table names are fixed here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from music_recsys import constants as C
+from music_recsys.pipeline.config import data_root
+
+metadata = sa.MetaData()
+
+als_trials = sa.Table(
+    "als_trials",
+    metadata,
+    sa.Column("run_id", sa.String(250), primary_key=True),
+    sa.Column("trial_id", sa.String(250), primary_key=True),
+    sa.Column("split", sa.String(20), primary_key=True),
+    sa.Column("model", sa.String(20), nullable=False),  # "als" or "popularity"
+    sa.Column("rank", sa.Integer),
+    sa.Column("reg_param", sa.Float),
+    sa.Column("alpha", sa.Float),
+    sa.Column("transform", sa.String(20)),
+    sa.Column("k", sa.Integer),
+    sa.Column("exclude_seen", sa.Boolean),
+    sa.Column("nonnegative", sa.Boolean, comment="ALS factors constrained to >= 0 (NNLS); null for popularity"),
+    sa.Column("map", sa.Float, comment="Spark RankingMetrics.meanAveragePrecision (full list, not cut at k)"),
+    sa.Column("map_at_k", sa.Float, comment="Spark RankingMetrics.meanAveragePrecisionAt(k)"),
+    sa.Column("precision_at_k", sa.Float, comment="Spark RankingMetrics.precisionAt(k)"),
+    sa.Column("ndcg_at_k", sa.Float, comment="Spark RankingMetrics.ndcgAt(k), binary relevance"),
+    sa.Column("recall_at_k", sa.Float, comment="Spark RankingMetrics.recallAt(k)"),
+    sa.Column("ndcg_graded_at_k", sa.Float, comment="NDCG@k, gain log(1 + held-out count), discount 1/log2(pos+1)"),
+    sa.Column("mpr", sa.Float, comment="expected percentile rank weighted by held-out count; 0 perfect, 0.5 random"),
+    sa.Column("coverage_at_k", sa.Float, comment="share of tracks in at least one user's top k"),
+    sa.Column("mean_rec_popularity", sa.Float, comment="mean popularity percentile of recommended tracks"),
+    sa.Column("selection_metric", sa.String(40), comment="validation metric that picked is_best"),
+    sa.Column("n_users", sa.Integer),
+    sa.Column("n_cold_users", sa.Integer),
+    sa.Column("fit_seconds", sa.Float),
+    sa.Column("eval_seconds", sa.Float),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("is_best", sa.Boolean),
+    sa.Column("recorded_at", sa.DateTime(timezone=True)),
+)
+
+ann_trials = sa.Table(
+    "ann_trials",
+    metadata,
+    sa.Column("run_id", sa.String(250), primary_key=True),
+    sa.Column("metric", sa.String(20), primary_key=True),  # exact, exact_batched, dot, angular_ip
+    sa.Column("n_trees", sa.Integer, primary_key=True),
+    sa.Column("search_k", sa.Integer, primary_key=True),
+    sa.Column("k", sa.Integer, primary_key=True),
+    sa.Column("candidates", sa.Integer, primary_key=True, comment="asked of the index; > k: re-ranked exactly"),
+    sa.Column("recall", sa.Float),
+    sa.Column("qps", sa.Float),
+    sa.Column("mean_ms", sa.Float),
+    sa.Column("p50_ms", sa.Float),
+    sa.Column("p99_ms", sa.Float),
+    sa.Column("build_seconds", sa.Float),
+    sa.Column("index_bytes", sa.BigInteger),
+    sa.Column("n_items", sa.Integer),
+    sa.Column("n_queries", sa.Integer),
+    sa.Column("trial_id", sa.String(250)),
+    sa.Column("is_operating_point", sa.Boolean, comment="fastest configuration reaching the target recall at k"),
+    sa.Column("recorded_at", sa.DateTime(timezone=True)),
+)
+
+
+als_segments = sa.Table(
+    "als_segments",
+    metadata,
+    sa.Column("run_id", sa.String(250), primary_key=True),
+    sa.Column("trial_id", sa.String(250), primary_key=True),
+    sa.Column("split", sa.String(20), primary_key=True),
+    sa.Column("segment", sa.Integer, primary_key=True, comment="0 = lightest listeners"),
+    sa.Column("name", sa.String(40)),
+    sa.Column("min_history", sa.Integer, comment="tracks played in train, inclusive"),
+    sa.Column("max_history", sa.Integer, comment="inclusive; null = no upper bound"),
+    sa.Column("n_users", sa.Integer),
+    sa.Column("map", sa.Float),
+    sa.Column("map_at_k", sa.Float),
+    sa.Column("precision_at_k", sa.Float),
+    sa.Column("ndcg_at_k", sa.Float),
+    sa.Column("recall_at_k", sa.Float),
+    sa.Column("ndcg_graded_at_k", sa.Float),
+    sa.Column("mpr", sa.Float),
+    sa.Column("mean_rec_popularity", sa.Float),
+    sa.Column("recorded_at", sa.DateTime(timezone=True)),
+)
+
+data_profiles = sa.Table(
+    "data_profiles",
+    metadata,
+    sa.Column("run_id", sa.String(250), primary_key=True),
+    sa.Column("split", sa.String(20), primary_key=True),
+    sa.Column("logical_date", sa.DateTime(timezone=True), index=True),
+    sa.Column("rows", sa.BigInteger),
+    sa.Column("users", sa.BigInteger),
+    sa.Column("tracks", sa.BigInteger),
+    sa.Column("plays", sa.BigInteger),
+    sa.Column("median_count", sa.Float),
+    sa.Column("p99_count", sa.Float),
+    sa.Column("share_count_1", sa.Float),
+    sa.Column("count_histogram", sa.JSON, comment="rows per play-count bucket (datacheck.COUNT_BUCKETS)"),
+    sa.Column("ids_dir", sa.Text, comment="hashed train user and track ids of this run"),
+    sa.Column("baseline_run_id", sa.String(250), comment="the last good run this one was compared with"),
+    sa.Column("changes", sa.JSON, comment="relative change of each figure against the baseline"),
+    sa.Column("new_user_share", sa.Float),
+    sa.Column("new_track_share", sa.Float),
+    sa.Column("verdict", sa.String(20), comment="first_run, pass or drift (the run's verdict, on every split)"),
+    sa.Column("violations", sa.JSON),
+    sa.Column("on_data_drift", sa.String(10)),
+    sa.Column("run_status", sa.String(20), comment="running until the run finishes successfully"),
+    sa.Column("recorded_at", sa.DateTime(timezone=True)),
+)
+
+models = sa.Table(
+    "models",
+    metadata,
+    sa.Column("model_version", sa.String(100), primary_key=True),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("trial_id", sa.String(250), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False, comment="champion, candidate, retired or rejected"),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True)),
+    sa.Column("promoted_at", sa.DateTime(timezone=True)),
+    sa.Column("retired_at", sa.DateTime(timezone=True)),
+    sa.Column("reason", sa.Text),
+    sa.Column("validation_map", sa.Float),
+    sa.Column("test_map", sa.Float),
+    sa.Column("popularity_test_map", sa.Float),
+    sa.Column("logical_date", sa.DateTime(timezone=True)),
+    sa.Column("data_fingerprint", sa.String(64)),
+    sa.Column("bundle_removed_at", sa.DateTime(timezone=True), comment="retention removed the files"),
+    # At most one champion, whatever the writers do (the registry also serialises promotions).
+    sa.Index(
+        "models_one_champion",
+        "status",
+        unique=True,
+        postgresql_where=sa.text("status = 'champion'"),
+        sqlite_where=sa.text("status = 'champion'"),
+    ),
+)
+
+TABLES = {t.name: t for t in (als_trials, als_segments, ann_trials, data_profiles, models)}
+
+
+def results_url() -> str:
+    """SQLAlchemy URL of the ``recsys_results`` connection, or the SQLite file under the data root."""
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.sdk import BaseHook
+
+    try:
+        conn = BaseHook.get_connection(C.RESULTS_CONN_ID)
+    except AirflowNotFoundException:
+        path = data_root() / C.SQLITE_RESULTS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    return to_sqlalchemy_url(conn.get_uri())
+
+
+def to_sqlalchemy_url(uri: str) -> str:
+    """Airflow connection URIs say ``postgres://``; SQLAlchemy wants a driver name."""
+    for prefix in ("postgres://", "postgresql://"):
+        if uri.startswith(prefix):
+            return "postgresql+psycopg2://" + uri[len(prefix) :]
+    return uri
+
+
+def _dialect_insert(engine: sa.Engine):
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif engine.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise ValueError(f"results store {engine.url!r}: only PostgreSQL and SQLite are supported")
+    return insert
+
+
+class ResultsStore:
+    """Upserts trial rows; retries a transaction that fails on a dropped connection."""
+
+    def __init__(self, url: str, retries: int = 5, backoff_seconds: float = 1.0):
+        self.engine = sa.create_engine(url, pool_pre_ping=True)
+        self.retries = retries
+        self.backoff_seconds = backoff_seconds
+        self._insert = _dialect_insert(self.engine)
+        self._with_retry(lambda conn: metadata.create_all(conn))
+        self._check_schema()
+
+    def _check_schema(self) -> None:
+        """Bring tables made by an older version up to date: add missing plain columns; a missing key
+        column cannot be added in place, so say which instead of failing mid-insert."""
+        inspector = sa.inspect(self.engine)
+        for table in TABLES.values():
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            missing = [c for c in table.columns if c.name not in present]
+            keys = sorted(c.name for c in missing if c.primary_key)
+            if keys:
+                raise RuntimeError(
+                    f"results store {self.engine.url.render_as_string(hide_password=True)}: table {table.name} "
+                    f"lacks key columns {keys} (made by an older music-recsys). Rename or drop the table; "
+                    f"it is recreated on the next write."
+                )
+            for column in missing:
+                # Names and types come from the table definitions above, never from input.
+                ddl = f"ALTER TABLE {table.name} ADD COLUMN {column.name} {column.type.compile(self.engine.dialect)}"
+                self._with_retry(lambda conn, ddl=ddl: conn.execute(sa.text(ddl)))
+
+    def _with_retry(self, work) -> Any:
+        for attempt in range(1, self.retries + 1):
+            try:
+                with self.engine.begin() as conn:
+                    return work(conn)
+            except sa.exc.OperationalError:
+                if attempt == self.retries:
+                    raise
+                self.engine.dispose()
+                time.sleep(self.backoff_seconds * attempt)
+        return None
+
+    def _upsert(self, table: sa.Table, rows: Iterable[Mapping[str, Any]]) -> int:
+        names = {c.name for c in table.columns}
+        now = datetime.now(UTC)
+        clean = [{**{k: v for k, v in row.items() if k in names}, "recorded_at": now} for row in rows]
+        if not clean:
+            return 0
+        keys = [c.name for c in table.primary_key.columns]
+        columns = sorted({k for row in clean for k in row})
+        clean = [{c: row.get(c) for c in columns} for row in clean]
+        stmt = self._insert(table).values(clean)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=keys, set_={c: stmt.excluded[c] for c in columns if c not in keys}
+        )
+        self._with_retry(lambda conn: conn.execute(stmt))
+        return len(clean)
+
+    def upsert_als_trials(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        return self._upsert(als_trials, rows)
+
+    def upsert_ann_trials(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        return self._upsert(ann_trials, rows)
+
+    def upsert(self, table: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        return self._upsert(TABLES[table], rows)
+
+    def fetch(self, table: str, run_id: str) -> list[dict[str, Any]]:
+        target = TABLES[table]
+        query = sa.select(target).where(target.c.run_id == run_id)
+        return self._with_retry(lambda conn: [dict(r._mapping) for r in conn.execute(query)])
+
+    def latest_good_profile_run(self, before: str | datetime, exclude_run_id: str) -> str | None:
+        """The data check's baseline: the latest run with a logical date before ``before`` that finished
+        successfully and whose data check passed (or had nothing to compare with)."""
+        if isinstance(before, str):
+            before = datetime.fromisoformat(before)
+        t = data_profiles
+        query = (
+            sa.select(t.c.run_id)
+            .where(
+                t.c.split == "train",
+                t.c.run_status == "success",
+                t.c.verdict.in_(("pass", "first_run")),
+                t.c.logical_date < before,
+                t.c.run_id != exclude_run_id,
+            )
+            .order_by(t.c.logical_date.desc())
+            .limit(1)
+        )
+        return self._with_retry(lambda conn: conn.execute(query).scalar())
+
+    def mark_run_succeeded(self, run_id: str) -> None:
+        t = data_profiles
+        self._with_retry(
+            lambda conn: conn.execute(sa.update(t).where(t.c.run_id == run_id).values(run_status="success"))
+        )
+
+    def transaction(self, work) -> Any:
+        """``work(conn)`` in one transaction, retried from the start when the connection drops."""
+        return self._with_retry(work)
+
+    def close(self) -> None:
+        self.engine.dispose()

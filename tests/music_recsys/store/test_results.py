@@ -1,0 +1,131 @@
+"""The results store: same upsert code on SQLite and PostgreSQL; re-runs rewrite, never duplicate."""
+
+from __future__ import annotations
+
+import pytest
+
+from music_recsys.store.results import ResultsStore, to_sqlalchemy_url
+
+ALS_COLUMNS = {
+    "run_id",
+    "trial_id",
+    "rank",
+    "reg_param",
+    "alpha",
+    "transform",
+    "split",
+    "map",
+    "map_at_k",
+    "precision_at_k",
+    "ndcg_at_k",
+    "fit_seconds",
+    "status",
+}
+ANN_COLUMNS = {
+    "run_id",
+    "metric",
+    "n_trees",
+    "search_k",
+    "k",
+    "recall",
+    "qps",
+    "p50_ms",
+    "p99_ms",
+    "build_seconds",
+}
+
+
+def _als_row(**over):
+    row = {
+        "run_id": "r1",
+        "trial_id": "r5_reg0.1_a1_none",
+        "model": "als",
+        "rank": 5,
+        "reg_param": 0.1,
+        "alpha": 1.0,
+        "transform": "none",
+        "split": "validation",
+        "map": 0.1,
+        "map_at_k": 0.1,
+        "precision_at_k": 0.02,
+        "ndcg_at_k": 0.3,
+        "recall_at_k": 0.5,
+        "fit_seconds": 3.0,
+        "status": "success",
+        "unknown_column": "ignored",
+    }
+    return {**row, **over}
+
+
+def _ann_row(**over):
+    row = {
+        "run_id": "r1",
+        "metric": "dot",
+        "n_trees": 10,
+        "search_k": 1000,
+        "k": 50,
+        "candidates": 50,
+        "recall": 0.8,
+        "qps": 900.0,
+        "p50_ms": 1.0,
+        "p99_ms": 2.0,
+        "build_seconds": 0.5,
+    }
+    return {**row, **over}
+
+
+def _exercise(store: ResultsStore):
+    assert store.upsert_als_trials([_als_row(), _als_row(split="test", map=0.09)]) == 2
+    assert store.upsert_als_trials([_als_row(map=0.2)]) == 1  # rerun: rewrite, not a new row
+    rows = store.fetch("als_trials", "r1")
+    assert len(rows) == 2
+    assert ALS_COLUMNS <= set(rows[0])
+    validation = next(r for r in rows if r["split"] == "validation")
+    assert validation["map"] == pytest.approx(0.2)
+    store.upsert_ann_trials([_ann_row(), _ann_row(k=500, candidates=500, recall=0.5)])
+    store.upsert_ann_trials([_ann_row(recall=0.85)])
+    ann = store.fetch("ann_trials", "r1")
+    assert ANN_COLUMNS <= set(ann[0])
+    assert sorted(r["recall"] for r in ann) == [0.5, 0.85]
+    assert store.fetch("als_trials", "other-run") == []
+
+
+def test_sqlite_store(tmp_path):
+    store = ResultsStore(f"sqlite:///{tmp_path / 'results.sqlite'}")
+    _exercise(store)
+    store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_store(postgres_url):
+    store = ResultsStore(postgres_url)
+    _exercise(store)
+    # Values are bound parameters: a quote in an id is data, not SQL.
+    store.upsert_als_trials([_als_row(trial_id="x'); DROP TABLE als_trials; --")])
+    assert len(store.fetch("als_trials", "r1")) == 3
+    store.close()
+
+
+def test_old_schemas_are_upgraded_or_reported(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE ann_trials (run_id TEXT, metric TEXT, n_trees INT, search_k INT, k INT)")
+    with pytest.raises(RuntimeError, match=r"table ann_trials lacks key columns \['candidates'\]"):
+        ResultsStore(f"sqlite:///{path}")
+
+    path = tmp_path / "older.sqlite"
+    store = ResultsStore(f"sqlite:///{path}")
+    store.close()
+    with sqlite3.connect(path) as db:
+        db.execute("ALTER TABLE als_trials DROP COLUMN is_best")
+    store = ResultsStore(f"sqlite:///{path}")  # adds the plain column back
+    store.upsert_als_trials([_als_row(is_best=True)])
+    assert store.fetch("als_trials", "r1")[0]["is_best"] is True
+    store.close()
+
+
+def test_airflow_uri_becomes_sqlalchemy_url():
+    assert to_sqlalchemy_url("postgres://u:p@h:5432/db") == "postgresql+psycopg2://u:p@h:5432/db"
+    assert to_sqlalchemy_url("sqlite:////tmp/x.sqlite") == "sqlite:////tmp/x.sqlite"
