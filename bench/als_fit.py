@@ -16,14 +16,13 @@ import os
 import platform
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
+from bench.results import append_section  # noqa: E402
 from music_recsys import constants as C  # noqa: E402
 from music_recsys.data.generate import GeneratorConfig, generate  # noqa: E402
 from music_recsys.evaluation.metrics import mean_metrics  # noqa: E402
@@ -53,10 +52,11 @@ def validation_map(user_factors, item_factors, tu, ti, vu, vi, k):
 
 
 def spark_fit(tu, ti, counts, n_users, n_items, rank, reg, alpha, iters, threads, seed, blocks):
-    from music_recsys.pipeline.spark import get_spark
+    from music_recsys.pipeline.spark import get_spark, set_checkpoint_dir
 
     os.environ["RECSYS_SPARK_MASTER"] = f"local[{threads}]"
-    spark = get_spark("bench.als_fit", checkpoint_dir=str(REPO / "data" / "bench-checkpoints"))
+    spark = get_spark("bench.als_fit")
+    set_checkpoint_dir(spark, str(REPO / "data" / "bench-checkpoints"))  # as the fit job does
     import pandas as pd
 
     frame = pd.DataFrame({C.USER_IDX: tu.astype("int32"), C.ITEM_IDX: ti.astype("int32"), C.RATING: counts})
@@ -128,16 +128,15 @@ def main(
         import implicit
         import pyspark
 
-        with (REPO / "bench" / "RESULTS.md").open("a") as fh:
-            fh.write(
-                f"\n### ALS fit: Spark vs implicit — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
-                f"{platform.machine()}, {os.cpu_count()} cpus, pyspark {pyspark.__version__}, implicit "
-                f"{implicit.__version__}; fit time excludes JVM start (warm-up fit first), includes "
-                f"collecting factors; MAP on validation, k={k}, played items excluded.\n\n"
-                "| train rows | users × items | rank / reg / alpha / iters | threads | Spark blocks | "
-                "Spark s | implicit s | Spark / implicit | Spark MAP | implicit MAP |\n"
-                "|---|---|---|---|---|---|---|---|---|---|\n" + line + "\n"
-            )
+        append_section(
+            "ALS fit: Spark vs implicit",
+            f"{platform.machine()}, {os.cpu_count()} cpus, pyspark {pyspark.__version__}, implicit "
+            f"{implicit.__version__}; fit time excludes JVM start (warm-up fit first), includes "
+            f"collecting factors; MAP on validation, k={k}, played items excluded.\n\n"
+            "| train rows | users × items | rank / reg / alpha / iters | threads | Spark blocks | "
+            "Spark s | implicit s | Spark / implicit | Spark MAP | implicit MAP |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n" + line + "\n",
+        )
 
 
 def add_fit_arguments(p: argparse.ArgumentParser) -> None:

@@ -20,19 +20,18 @@ import platform
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
 from bench.als_fit import add_fit_arguments, implicit_fit, indexed, validation_map  # noqa: E402
+from bench.results import append_section  # noqa: E402
 from music_recsys import constants as C  # noqa: E402
 from music_recsys.data.generate import GeneratorConfig, generate  # noqa: E402
 from music_recsys.model.als import build_als  # noqa: E402
-from music_recsys.pipeline.spark import JAVA_OPTIONS, LOCAL_DEFAULTS  # noqa: E402
+from music_recsys.pipeline.spark import executor_java_options, spark_conf  # noqa: E402
 
 # name -> (ALS keyword overrides, Spark conf overrides). The first is the fit job as it was before
 # this benchmark (Spark's storage levels, JVM defaults); later ones change one thing at a time unless
@@ -51,11 +50,11 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "Cholesky (nonnegative=False, as implicit)": ({"nonnegative": False}, {}),
     "job after tuning (MEMORY_ONLY, ParallelGC, Vector API)": (
         {"intermediateStorageLevel": "MEMORY_ONLY", "finalStorageLevel": "MEMORY_ONLY"},
-        {"spark.driver.extraJavaOptions": JAVA_OPTIONS},
+        {"spark.driver.extraJavaOptions": executor_java_options()},
     ),
     "job after tuning, nonnegative=False": (
         {"intermediateStorageLevel": "MEMORY_ONLY", "finalStorageLevel": "MEMORY_ONLY", "nonnegative": False},
-        {"spark.driver.extraJavaOptions": JAVA_OPTIONS},
+        {"spark.driver.extraJavaOptions": executor_java_options()},
     ),
 }
 
@@ -80,7 +79,8 @@ def spark_variant(
     tu, ti, counts = z["tu"], z["ti"], z["counts"]
     n_users, n_items = int(z["n_users"]), int(z["n_items"])
     builder = SparkSession.builder.master(f"local[{threads}]").appName("bench.als_tuning")
-    before = {k: v for k, v in LOCAL_DEFAULTS.items() if not k.endswith("extraJavaOptions")}
+    # The jobs' settings without the tuned JVM flags: the variants add those one at a time.
+    before = {k: v for k, v in spark_conf().items() if not k.endswith("extraJavaOptions")}
     for key, value in {**before, **conf}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
@@ -179,17 +179,16 @@ def main(
         import implicit
         import pyspark
 
-        with (REPO / "bench" / "RESULTS.md").open("a") as fh:
-            fh.write(
-                f"\n### ALS tuning: Spark settings vs implicit — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
-                f"{platform.machine()}, {os.cpu_count()} cpus, Java {platform.java_ver()[0] or '17'}, pyspark "
-                f"{pyspark.__version__}, implicit {implicit.__version__}; {len(tu):,} train rows, "
-                f"{n_users:,} users × {n_items:,} items, rank {rank}, regParam {reg:g}, alpha {alpha:g}, "
-                f"{iters} iterations, {threads} threads; each Spark row a fresh session, timed after a warm-up "
-                f"fit, best of {repeats} fits, factors brought to numpy inside the time; MAP on validation, k={k}.\n\n"
-                + "\n".join(table)
-                + "\n"
-            )
+        append_section(
+            "ALS tuning: Spark settings vs implicit",
+            f"{platform.machine()}, {os.cpu_count()} cpus, Java {platform.java_ver()[0] or '17'}, pyspark "
+            f"{pyspark.__version__}, implicit {implicit.__version__}; {len(tu):,} train rows, "
+            f"{n_users:,} users × {n_items:,} items, rank {rank}, regParam {reg:g}, alpha {alpha:g}, "
+            f"{iters} iterations, {threads} threads; each Spark row a fresh session, timed after a warm-up "
+            f"fit, best of {repeats} fits, factors brought to numpy inside the time; MAP on validation, k={k}.\n\n"
+            + "\n".join(table)
+            + "\n",
+        )
 
 
 if __name__ == "__main__":

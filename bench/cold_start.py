@@ -27,13 +27,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
-from harness.demo import DEMO_CONF, demo_data, demo_env  # noqa: E402
+from bench.results import append_section  # noqa: E402
+from harness.demo import DEMO_CONF, DEMO_ITEMS, DEMO_USERS, demo_data, demo_env  # noqa: E402
 from music_recsys.pipeline.spark import cds_archive, spark_conf  # noqa: E402
 
 SPARK_SUBMIT = str(Path(sys.executable).parent / "spark-submit")
@@ -60,10 +59,11 @@ def submit(application: str, args: list[str], conf: dict[str, str]) -> float:
 def prepare_index(work: Path) -> str:
     """The demo data's indexed train, made once in a local session with the jobs' own code."""
     from jobs import index_ids, ingest
+    from music_recsys.pipeline.config import data_root
     from music_recsys.pipeline.spark import get_spark
 
     spark = get_spark("bench.cold_start.prepare")
-    root = Path(os.environ["RECSYS_DATA_ROOT"])
+    root = data_root()
     demo_data(root)
     ingest.run(spark, *(str(root / DEMO_CONF[f"{s}_path"]) for s in ("train", "validation", "test")),
                out_dir=str(work / "ingest"), sample_fraction=1.0, seed=42, max_reject_fraction=0.01,
@@ -149,14 +149,13 @@ def main(repeat: int, write: bool) -> None:
     )
     print(table)
     if write:
-        with (REPO / "bench" / "RESULTS.md").open("a") as fh:
-            fh.write(
-                f"\n### One cold fit task, step by step — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
-                f"{platform.machine()}, {os.cpu_count()} cpus, Java 17, `local[*]`; one spark-submit of "
-                "`jobs/fit_als.py` (rank 20, regParam 0.1, alpha 10, 10 iterations) on the demo data's indexed "
-                f"train (3,000 users × 1,500 tracks), the operator's settings; median of {repeat} runs per step, "
-                f"each a fresh JVM. Class-data-sharing archive: {archive or 'none'}.\n\n" + table + "\n"
-            )
+        append_section(
+            "One cold fit task, step by step",
+            f"{platform.machine()}, {os.cpu_count()} cpus, Java 17, `local[*]`; one spark-submit of "
+            "`jobs/fit_als.py` (rank 20, regParam 0.1, alpha 10, 10 iterations) on the demo data's indexed "
+            f"train ({DEMO_USERS:,} users × {DEMO_ITEMS:,} tracks), the operator's settings; median of {repeat} "
+            f"runs per step, each a fresh JVM. Class-data-sharing archive: {archive or 'none'}.\n\n" + table + "\n",
+        )
 
 
 if __name__ == "__main__":

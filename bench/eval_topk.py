@@ -24,20 +24,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
-from jobs.evaluate import score_split, summarise  # noqa: E402
+from bench.results import append_section  # noqa: E402
+from jobs.evaluate import score_split  # noqa: E402
 from music_recsys import constants as C  # noqa: E402
 from music_recsys.evaluation.scoring import Truth, popularity_percentiles, score_block, segment_boundaries  # noqa: E402
+from music_recsys.evaluation.selection import summarise  # noqa: E402
 from music_recsys.pipeline.spark import get_spark  # noqa: E402
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 BEFORE = "01586cc"  # the last commit before the extended metrics
 
 
@@ -169,16 +168,14 @@ def main(sizes: list[str], k: int, rank: int, seed: int, repeat: int, before: st
     if write:
         import pyspark
 
-        with RESULTS.open("a") as fh:
-            fh.write(
-                f"\n### Evaluation: Spark vs numpy, and the cost of the extended metrics — "
-                f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
-                f"Machine: {platform.machine()}, Spark {cores}, Python {platform.python_version()}, pyspark "
-                f"{pyspark.__version__}, numpy {np.__version__}. One (model, split) scored with played items "
-                f"excluded: today every metric (Spark's five, graded NDCG, MPR, coverage, recommended popularity, "
-                f"three user segments) vs the evaluation at {before} (the five); median of {repeat} alternate "
-                "runs after a warm-up; numpy is one process.\n\n" + table + "\n"
-            )
+        append_section(
+            "Evaluation: Spark vs numpy, and the cost of the extended metrics",
+            f"Machine: {platform.machine()}, Spark {cores}, Python {platform.python_version()}, pyspark "
+            f"{pyspark.__version__}, numpy {np.__version__}. One (model, split) scored with played items "
+            f"excluded: today every metric (Spark's five, graded NDCG, MPR, coverage, recommended popularity, "
+            f"three user segments) vs the evaluation at {before} (the five); median of {repeat} alternate "
+            "runs after a warm-up; numpy is one process.\n\n" + table + "\n",
+        )
 
 
 if __name__ == "__main__":

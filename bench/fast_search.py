@@ -13,14 +13,13 @@ import argparse
 import platform
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
+from bench.results import append_section  # noqa: E402
 from music_recsys.evaluation.search import ANNOY_METRICS, operating_point, sweep  # noqa: E402
 
 
@@ -76,15 +75,14 @@ def main(
                 )
     print("\n".join(points))
     if write:
-        with (REPO / "bench" / "RESULTS.md").open("a") as fh:
-            fh.write(
-                f"\n### Fast search at {items:,} items × rank {rank} — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
-                f"{queries} queries, one core (annoy builds n_jobs=1), {platform.machine()}, sweep took "
-                f"{elapsed:.0f} s. Synthetic clustered nonnegative factors. Operating points at recall "
-                f">= {target}:\n\n" + "\n".join(points) + "\n\n"
-                "| k | metric | trees | search_k | candidates | recall | q/s | p50 ms | p99 ms | build s |\n"
-                "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n"
-            )
+        append_section(
+            f"Fast search at {items:,} items × rank {rank}",
+            f"{queries} queries, one core (annoy builds n_jobs=1), {platform.machine()}, sweep took "
+            f"{elapsed:.0f} s. Synthetic clustered nonnegative factors. Operating points at recall "
+            f">= {target}:\n\n" + "\n".join(points) + "\n\n"
+            "| k | metric | trees | search_k | candidates | recall | q/s | p50 ms | p99 ms | build s |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n",
+        )
 
 
 if __name__ == "__main__":

@@ -18,14 +18,13 @@ import os
 import subprocess
 import sys
 import zipfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
+from bench.results import append_section  # noqa: E402
 from harness.airflow import run_dag_summary  # noqa: E402
 from harness.demo import demo_env  # noqa: E402
 from music_recsys import constants as C  # noqa: E402
@@ -116,16 +115,13 @@ def main(
     )
     print(table)
     if write:
-        with (REPO / "bench" / "RESULTS.md").open("a") as fh:
-            fh.write(
-                f"\n### Real data: best ALS vs popularity — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
-                f"MovieLens-100K, train / validation / test rows {stats['train']['rows']:,} / "
-                f"{stats['validation']['rows']:,} / {stats['test']['rows']:,}; DAG runs {', '.join(run_ids)}; "
-                f"grid ranks {ranks} × regParam {reg_params} × alpha {alphas} × transforms [none, log1p]; "
-                f"k = {k}; played items excluded; ratings used as counts; best point by validation MAP.\n\n"
-                + table
-                + "\n"
-            )
+        append_section(
+            "Real data: best ALS vs popularity",
+            f"MovieLens-100K, train / validation / test rows {stats['train']['rows']:,} / "
+            f"{stats['validation']['rows']:,} / {stats['test']['rows']:,}; DAG runs {', '.join(run_ids)}; "
+            f"grid ranks {ranks} × regParam {reg_params} × alpha {alphas} × transforms [none, log1p]; "
+            f"k = {k}; played items excluded; ratings used as counts; best point by validation MAP.\n\n" + table + "\n",
+        )
 
 
 if __name__ == "__main__":

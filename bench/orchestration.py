@@ -24,12 +24,12 @@ import platform
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
+from bench.results import append_section  # noqa: E402
 from harness.airflow import local_airflow, run_dag_summary  # noqa: E402
 from harness.demo import demo_data, demo_env  # noqa: E402
 from harness.services import Databases, connect_server, free_port  # noqa: E402
@@ -225,15 +225,14 @@ def main(data: str, transforms: list[str], parallel_fits: int, variants: list[st
     ]
     print("\n".join(lines))
     if write:
-        with (REPO / "bench" / "RESULTS.md").open("a") as fh:
-            fh.write(
-                f"\n### Orchestration: DAG vs one-session loop — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
-                f"{platform.machine()}, {os.cpu_count()} cpus; Spark local[*]; data `{data}`; grid = the study's "
-                f"27 points × transforms {transforms}; scheduler runs: LocalExecutor, PostgreSQL metadata, "
-                "seconds = the run's start to end as Airflow recorded them; the Spark Connect server was started "
-                "just before its first run, and its second run found it warm. Second table: the stages the loop "
-                "runs too (the DAG adds the Annoy sweep, record, publish, report).\n\n" + "\n".join(lines) + "\n"
-            )
+        append_section(
+            "Orchestration: DAG vs one-session loop",
+            f"{platform.machine()}, {os.cpu_count()} cpus; Spark local[*]; data `{data}`; grid = the study's "
+            f"27 points × transforms {transforms}; scheduler runs: LocalExecutor, PostgreSQL metadata, "
+            "seconds = the run's start to end as Airflow recorded them; the Spark Connect server was started "
+            "just before its first run, and its second run found it warm. Second table: the stages the loop "
+            "runs too (the DAG adds the Annoy sweep, record, publish, report).\n\n" + "\n".join(lines) + "\n",
+        )
 
 
 if __name__ == "__main__":

@@ -16,12 +16,11 @@ import platform
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
+from bench.results import append_section  # noqa: E402
 from harness.airflow import run_dag_summary  # noqa: E402
 from harness.demo import demo_env  # noqa: E402
 
@@ -114,20 +113,19 @@ def main(sizes: list[int], write: bool) -> None:
         print(line, flush=True)
         lines.append(line)
     if write:
-        with (REPO / "bench" / "RESULTS.md").open("a") as fh:
-            fh.write(
-                f"\n### Scaling: DAG stages by data size — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
-                f"{platform.machine()}, {os.cpu_count()} cpus, Spark local[*]; one grid point (rank 20, "
-                "regParam 0.1, alpha 10, 10 iterations), k = 500. Each stage: task wall seconds (µs per train "
-                "interaction), spark-submit start included. Run MB: the run folder on disk (what retention keeps "
-                "of it once it is old).\n\n"
-                "| train rows | users × tracks | " + " | ".join(STAGES) + " | ALS fit s (inside fit) | "
-                "DAG s | val MAP | run MB (kept) |\n|---|---|"
-                + "---|" * (len(STAGES) + 4)
-                + "\n"
-                + "\n".join(lines)
-                + "\n"
-            )
+        append_section(
+            "Scaling: DAG stages by data size",
+            f"{platform.machine()}, {os.cpu_count()} cpus, Spark local[*]; one grid point (rank 20, "
+            "regParam 0.1, alpha 10, 10 iterations), k = 500. Each stage: task wall seconds (µs per train "
+            "interaction), spark-submit start included. Run MB: the run folder on disk (what retention keeps "
+            "of it once it is old).\n\n"
+            "| train rows | users × tracks | " + " | ".join(STAGES) + " | ALS fit s (inside fit) | "
+            "DAG s | val MAP | run MB (kept) |\n|---|---|"
+            + "---|" * (len(STAGES) + 4)
+            + "\n"
+            + "\n".join(lines)
+            + "\n",
+        )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ load run; every request must still succeed.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -28,11 +27,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as package_version
 from pathlib import Path
 from urllib.parse import quote
 
@@ -40,309 +38,23 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench.results import append_section  # noqa: E402
+from bench.serve_bundle import (  # noqa: E402
+    TARGET_RECALL,
+    Truth,
+    synthetic_arrays,
+    tune_annoy,
+    versions,
+    write_synthetic_bundle,
+)
+from bench.serve_load import Load, Server, run_load  # noqa: E402
+from music_recsys.store.bundle import verify_bundle  # noqa: E402
 
-from bench.fast_search import clustered_factors  # noqa: E402
-from music_recsys.evaluation.search import operating_point, sweep  # noqa: E402
-from music_recsys.evaluation.topk import top_k  # noqa: E402
-from music_recsys.store.bundle import load_arrays, read_labels, verify_bundle, write_bundle  # noqa: E402
-
-RESULTS = Path(__file__).with_name("RESULTS.md")
 SERVE = Path(sys.executable).with_name("music-recsys")  # the console script next to this interpreter
-TARGET_RECALL, TARGET_SPEEDUP, TARGET_P99_MS = 0.95, 2.0, 25.0
-
-
-# --- the synthetic bundles ---------------------------------------------------------------------------
-
-
-def synthetic_arrays(n_items: int, n_users: int, rank: int, played: int, seed: int) -> dict[str, np.ndarray]:
-    """Item and user factors from the fast-search generator; each user's played tracks drawn with
-    probability proportional to the track's factor norm (its popularity), ~``played`` distinct each."""
-    items, users = clustered_factors(n_items, n_users, rank, seed)
-    rng = np.random.default_rng(seed + 1)
-    norms = np.linalg.norm(items, axis=1).astype(np.float64)
-    draws = np.sort(rng.choice(n_items, size=(n_users, played), p=norms / norms.sum()), axis=1)
-    distinct = np.ones_like(draws, dtype=bool)
-    distinct[:, 1:] = draws[:, 1:] != draws[:, :-1]
-    indptr = np.zeros(n_users + 1, dtype=np.int64)
-    np.cumsum(distinct.sum(axis=1), out=indptr[1:])
-    indices = draws[distinct].astype(np.int32)
-    return {
-        "user_factors": users,
-        "item_factors": items,
-        "played_indptr": indptr,
-        "played_indices": indices,
-        "popularity": np.bincount(indices, minlength=n_items).astype(np.float32),
-    }
-
-
-def tune_annoy(
-    items: np.ndarray, queries: np.ndarray, k: int, trees: list[int], search_ks: list[int], seed: int, workdir: Path
-) -> tuple[dict, list]:
-    """The fastest angular_ip (n_trees, search_k) with 4 x k candidates re-ranked reaching recall@k >=
-    0.95 against exact, as the DAG's fast_search stage picks it; the best recall when none does."""
-    rows = sweep(
-        items, queries, [k], trees, search_ks, seed, workdir=workdir, metrics=("angular_ip",), rerank_factors=(4,)
-    )
-    point = operating_point(rows, k, TARGET_RECALL, ("angular_ip",))
-    if not point["found"]:
-        best = max((r for r in rows if r.metric == "angular_ip"), key=lambda r: (r.recall, r.qps))
-        exact = next(r for r in rows if r.metric == "exact")
-        point = {**point, **vars(best), "exact_qps": exact.qps}
-        print(f"warning: {point['message']}; serving the best one measured (recall {best.recall:.3f})")
-    keys = ("metric", "n_trees", "search_k", "candidates", "k", "recall", "qps", "p50_ms", "p99_ms", "exact_qps")
-    return {key: point[key] for key in keys}, rows
-
-
-def write_synthetic_bundle(
-    target: Path, arrays: dict[str, np.ndarray], annoy: dict, version: str, rank: int, seed: int
-) -> Path:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    n_users, n_items = len(arrays["user_factors"]), len(arrays["item_factors"])
-    labels = {}
-    for key, prefix, n in (("users", "u", n_users), ("tracks", "t", n_items)):
-        labels[key] = target.parent / f"{target.name}-{key}.parquet"
-        pq.write_table(pa.table({"id": [f"{prefix}{i:07d}" for i in range(n)]}), labels[key])
-    card = {
-        "version": version,
-        "run_id": f"bench__{version}",
-        "trial_id": f"r{rank}_synthetic",
-        "logical_date": datetime.now(UTC).isoformat(),
-        "created_at": datetime.now(UTC).isoformat(),
-        "params": {
-            "rank": rank,
-            "reg_param": 0.1,
-            "alpha": 1.0,
-            "transform": "none",
-            "nonnegative": True,
-            "drop_threshold": 0,
-            "max_iter": 0,
-            "seed": seed,
-        },
-        "selection_metric": "map",
-        "k": annoy["k"],
-        "exclude_seen": True,
-        "metrics": {"validation": None, "test": None},
-        "popularity": {"validation": None, "test": None},
-        "data": {"synthetic": "bench.fast_search.clustered_factors", "seed": seed},
-        "n_users": n_users,
-        "n_items": n_items,
-        "libraries": versions("annoy", "numpy"),
-    }
-    return write_bundle(target, arrays, labels, card, annoy, seed)
-
-
-# --- the server ----------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """``music-recsys serve`` in a subprocess, its log in a file."""
-
-    def __init__(self, args: list[str], log_path: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self._log = log_path.open("w")
-        self.process = subprocess.Popen(
-            [str(SERVE), "serve", "--host", "127.0.0.1", "--port", str(self.port), *args],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self, timeout: float = 600.0) -> str:
-        """The served model version, once /healthz says 200."""
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}; log:\n{self.log_tail()}")
-            try:
-                response = httpx.get(f"{self.url}/healthz", timeout=2.0)
-                if response.status_code == 200:
-                    return response.json()["model_version"]
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"server not ready after {timeout:.0f} s; log:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 20) -> str:
-        self._log.flush()
-        return "\n".join(self.log_path.read_text().splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-
-
-# --- the load ------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Load:
-    """One load run's observations."""
-
-    started_at: float = 0.0  # time.perf_counter() when the measured run began
-    seconds: float = 0.0
-    latencies: list[float] = field(default_factory=list)
-    errors: int = 0
-    error_examples: list[str] = field(default_factory=list)
-    parsed: int = 0  # responses whose JSON was read
-    exact_answers: int = 0  # of those, the ones saying exact search answered
-    samples: list[tuple[int, list[str]]] = field(default_factory=list)  # (user index, served track ids)
-    seen: int = 0  # responses offered to the sample
-    # (sent, answered) in seconds since the start, and the model version that answered
-    versions: list[tuple[float, float, str]] = field(default_factory=list)
-
-    @property
-    def requests(self) -> int:
-        return len(self.latencies) + self.errors
-
-    @property
-    def qps(self) -> float:
-        return len(self.latencies) / self.seconds if self.seconds else 0.0
-
-    def percentile_ms(self, q: float) -> float:
-        return float(np.percentile(np.asarray(self.latencies) * 1000.0, q)) if self.latencies else float("nan")
-
-
-async def drive(
-    base_url: str,
-    paths: list[str],
-    users: np.ndarray,
-    seconds: float,
-    clients: int,
-    seed: int,
-    sample_size: int,
-    timeout: float,
-    track_versions: bool = False,
-    halfway=None,
-) -> Load:
-    """``clients`` coroutines sharing one keep-alive connection pool, each asking for a random user's
-    list as soon as its previous answer arrived, for ``seconds``. ``halfway`` (a blocking callable) runs
-    in a thread at half time. Served lists are kept for a uniform sample of responses (reservoir)."""
-    # aiohttp, not httpx: measured here, httpx's client spent ~0.9 ms of CPU per request (a whole core at
-    # ~900 q/s, more than the server), aiohttp ~0.07 ms, so the figures are the server's, not the client's.
-    import aiohttp
-
-    load = Load()
-    rng = np.random.default_rng(seed)
-    session = aiohttp.ClientSession(
-        base_url,
-        connector=aiohttp.TCPConnector(limit=clients),
-        timeout=aiohttp.ClientTimeout(total=timeout),
-    )
-    async with session:
-        started = load.started_at = time.perf_counter()
-        deadline = started + seconds
-
-        async def worker(worker_seed: int) -> None:
-            local = np.random.default_rng(worker_seed)
-            while time.perf_counter() < deadline:
-                user = int(users[local.integers(len(users))])
-                sent = time.perf_counter()
-                try:
-                    async with session.get(paths[user]) as response:
-                        status, payload = response.status, await response.read()
-                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                    load.errors += 1
-                    if len(load.error_examples) < 3:
-                        load.error_examples.append(f"{type(exc).__name__}: {exc}")
-                    continue
-                elapsed = time.perf_counter() - sent
-                if status != 200:
-                    load.errors += 1
-                    if len(load.error_examples) < 3:
-                        load.error_examples.append(f"HTTP {status}: {payload[:200].decode(errors='replace')}")
-                    continue
-                load.latencies.append(elapsed)
-                # Parse only what is kept: JSON decoding costs the client the CPU the server needs.
-                load.seen += 1
-                slot = len(load.samples) if len(load.samples) < sample_size else int(local.integers(load.seen))
-                if track_versions or slot < sample_size:
-                    body = json.loads(payload)
-                    load.parsed += 1
-                    load.exact_answers += body["exact"]
-                    if track_versions:
-                        load.versions.append((sent - started, sent - started + elapsed, body["model_version"]))
-                    if slot < sample_size:
-                        entry = (user, [item["track_id"] for item in body["items"]])
-                        if slot == len(load.samples):
-                            load.samples.append(entry)
-                        else:
-                            load.samples[slot] = entry
-
-        async def at_half_time() -> None:
-            await asyncio.sleep(seconds / 2)
-            await asyncio.to_thread(halfway)
-
-        tasks = [worker(int(s)) for s in rng.integers(2**31, size=clients)]
-        if halfway is not None:
-            tasks.append(at_half_time())
-        await asyncio.gather(*tasks)
-        load.seconds = time.perf_counter() - started
-    return load
-
-
-def run_load(base_url: str, paths: list[str], users: np.ndarray, args, seed: int, **kwargs) -> Load:
-    try:
-        import uvloop  # uvicorn's loop; cheaper for the client too
-
-        loop_factory = uvloop.new_event_loop
-    except ImportError:
-        loop_factory = None
-
-    def go(seconds: float, **extra) -> Load:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            return runner.run(
-                drive(base_url, paths, users, seconds, args.clients, seed, args.recall_users, args.timeout, **extra)
-            )
-
-    if args.warmup_seconds > 0:
-        go(args.warmup_seconds)  # connections, caches, the server's thread pool
-    return go(args.seconds, **kwargs)
+TARGET_SPEEDUP, TARGET_P99_MS = 2.0, 25.0
 
 
 # --- measuring one bundle ---------------------------------------------------------------------------
-
-
-class Truth:
-    """The exact top 10 by inner product from a bundle's own arrays, played tracks excluded."""
-
-    def __init__(self, folder: Path):
-        self.arrays = load_arrays(folder, mmap=True)
-        self.track_ids = read_labels(folder, "tracks")
-        self.user_ids = read_labels(folder, "users")
-        self.items = np.ascontiguousarray(self.arrays["item_factors"], dtype=np.float32)
-
-    def played(self, user: int) -> np.ndarray:
-        indptr = self.arrays["played_indptr"]
-        return np.asarray(self.arrays["played_indices"][indptr[user] : indptr[user + 1]])
-
-    def recall(self, samples: list[tuple[int, list[str]]], k: int) -> float:
-        if not samples:
-            return float("nan")
-        users = np.array([u for u, _ in samples])
-        vectors = np.asarray(self.arrays["user_factors"][users], dtype=np.float32)
-        exact = top_k(vectors, self.items, k, exclude=[self.played(u) for u in users])
-        hits = [
-            len({self.track_ids[i] for i in want} & set(served)) / max(1, len(want))
-            for want, (_, served) in zip(exact, samples, strict=True)
-        ]
-        return float(np.mean(hits))
 
 
 def measure_bundle(name: str, folder: Path, args, log_dir: Path) -> dict:
@@ -441,17 +153,295 @@ def measure_reload(folders: dict[str, Path], args, workdir: Path) -> dict:
     }
 
 
-# --- reporting -------------------------------------------------------------------------------------------
+# --- before and after a change: the same load on the old and the new server ----------------------------
 
 
-def versions(*names: str) -> dict[str, str]:
-    out = {}
-    for name in names:
-        try:
-            out[name] = package_version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
+def export_package(ref: str, target: Path) -> Path:
+    """``music_recsys/`` as it was at git ``ref``, in ``target`` (read from git, the work tree untouched):
+    a server started with ``PYTHONPATH=target`` runs that code with today's dependencies."""
+    target.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "music_recsys"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
+
+
+def oversized_history(entries: int, n_items: int) -> bytes:
+    """A ``POST /recommendations`` body of ``entries`` known tracks (json.dumps spacing, ~37 bytes each:
+    2,000,000 entries are the 75 MB of the issue that stalled the server)."""
+    parts = [b'{"track_id": "t%07d", "count": 3}' % (i % n_items) for i in range(entries)]
+    return b'{"history": [' + b", ".join(parts) + b'], "k": 10}'
+
+
+class Flooder(threading.Thread):
+    """One client posting ``body`` (with its Content-Length) again as soon as each answer came, from
+    ``start_after`` seconds on: (seconds to the answer, status or error name) per upload."""
+
+    def __init__(self, port: int, body: bytes, start_after: float, timeout: float):
+        super().__init__(daemon=True)
+        self.port, self.body, self.start_after, self.timeout = port, body, start_after, timeout
+        self.stop = threading.Event()
+        self.uploads: list[tuple[float, str]] = []
+
+    def run(self) -> None:
+        head = (
+            f"POST /recommendations HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(self.body)}\r\n\r\n"
+        ).encode()
+        # Built once: joining 75 MB per upload held the GIL long enough to slow the bench's own load client.
+        request = memoryview(head + self.body)
+        if self.stop.wait(self.start_after):
+            return
+        while not self.stop.is_set():
+            started = time.perf_counter()
+            outcome = "no answer"
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout) as sock:
+                    try:
+                        sock.sendall(request)
+                    except OSError:
+                        pass  # the server refused and closed before the body was all sent: read its answer
+                    status = sock.recv(64).split(b" ", 2)
+                    outcome = status[1].decode() if len(status) > 1 else "closed"
+            except TimeoutError:
+                outcome = "timeout"
+            except OSError as exc:
+                outcome = type(exc).__name__
+            self.uploads.append((time.perf_counter() - started, outcome))
+
+
+@dataclass
+class Variant:
+    label: str
+    args: list[str]
+    env: dict[str, str]
+
+
+def measure_variant(variant: Variant, folder: Path, truth: Truth, users: np.ndarray, body: bytes, args, log: Path):
+    """One server of ``variant``: the normal 16-client load, then the same with one client uploading ``body``
+    over and over (the stall drill)."""
+    paths = [f"/users/{quote(str(u), safe='')}/recommendations?k={args.k}" for u in truth.user_ids]
+    server = Server(["--bundle", str(folder), *variant.args], log, env=variant.env)
+    try:
+        server.wait_ready()
+        import httpx
+
+        has_metrics = httpx.get(f"{server.url}/metrics", timeout=5).status_code == 200
+        normal = run_load(server.url, paths, users, args, seed=args.seed)
+        flooder = Flooder(server.port, body, args.warmup_seconds, args.timeout * 3)
+        flooder.start()
+        stalled = run_load(server.url, paths, users, args, seed=args.seed + 7)
+        flooder.stop.set()
+        flooder.join(timeout=args.timeout * 3 + 5)
+    finally:
+        server.stop()
+    return {"normal": normal, "stalled": stalled, "uploads": flooder.uploads, "has_metrics": has_metrics}
+
+
+CPU_PROBE = r"""
+import asyncio, json, os, sys, time
+from pathlib import Path
+
+from music_recsys.serving.app import Settings, create_app
+
+folder, users, n, variant = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+extra = {}
+if "access_stream" in Settings.__dataclass_fields__:  # the new server; the old one has no access log
+    extra = {"access_stream": open(os.devnull, "w")} if variant == "log" else {"access_log": False}
+version = json.loads((folder / "model.json").read_text())["version"]
+app = create_app(Settings(locate=lambda: (version, folder), poll_seconds=3600, **extra))
+
+
+async def receive():
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def main():
+    async with app.router.lifespan_context(app):
+        while app.state.holder.model is None:
+            await asyncio.sleep(0.05)
+        statuses = []
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        async def call(i):
+            path = f"/users/u{(i * 7919) % users:07d}/recommendations"
+            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+                     "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"k=10",
+                     "root_path": "", "headers": [(b"host", b"bench")], "client": ("127.0.0.1", 1),
+                     "server": ("127.0.0.1", 80), "state": {}}
+            await app(scope, receive, send)
+
+        for i in range(300):
+            await call(i)
+        per_request = []
+        for rep in range(5):
+            started = time.process_time()
+            for i in range(n):
+                await call(300 + rep * n + i)
+            per_request.append((time.process_time() - started) / n * 1e6)
+        assert set(statuses) == {200}, set(statuses)
+        import music_recsys
+
+        print(json.dumps({"us": sorted(per_request), "package": music_recsys.__file__}))
+
+
+asyncio.run(main())
+"""
+
+
+def cpu_per_request(variants: list[Variant], folder: Path, n_users: int, rounds: int, n: int) -> dict[str, list]:
+    """In-process CPU per request of each variant's app, called directly as ASGI (no HTTP parsing, no
+    client: uvicorn's work is the same for both), on the annoy endpoint of ``folder``, sequentially:
+    ``time.process_time`` per request, 5 repetitions of ``n`` in a subprocess, ``rounds`` subprocesses per
+    variant in alternation. CPU time, unlike q/s, does not move with what else runs on the machine."""
+    out: dict[str, list] = {v.label: [] for v in variants}
+    for _ in range(rounds):
+        for variant in variants:
+            mode = "quiet" if "--no-access-log" in variant.args else "log"
+            run = subprocess.run(
+                [sys.executable, "-c", CPU_PROBE, str(folder), str(n_users), str(n), mode],
+                capture_output=True,
+                text=True,
+                env=variant.env,
+                check=False,
+                cwd=folder.parent,  # "-c" puts the working directory first on sys.path: not the checkout's
+            )
+            if run.returncode != 0:
+                raise RuntimeError(f"CPU probe of {variant.label} failed:\n{run.stderr[-2000:]}")
+            probe = json.loads(run.stdout.strip().splitlines()[-1])
+            wanted = variant.env.get("PYTHONPATH") or str(REPO)
+            if not probe["package"].startswith(wanted):
+                raise RuntimeError(f"CPU probe of {variant.label} imported {probe['package']}, not from {wanted}")
+            out[variant.label].extend(probe["us"])
     return out
+
+
+def before_after(args, workdir: Path) -> int:
+    """The annoy endpoint at 16 clients on the server at ``args.before_ref`` and on the work tree's, in
+    alternating rounds (the same bundle, the same load, one sitting), each also under the stall drill."""
+    started = time.perf_counter()
+    print(f"synthetic catalogue: {args.items:,} tracks × {args.users:,} users, rank {args.rank} ({workdir})")
+    arrays = synthetic_arrays(args.items, args.users, args.rank, args.played, args.seed)
+    rng = np.random.default_rng(args.seed)
+    queries = arrays["user_factors"][rng.choice(args.users, size=min(args.tune_queries, args.users), replace=False)]
+    point, _ = tune_annoy(arrays["item_factors"], queries, 50, args.trees, args.search_ks, args.seed, workdir)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    folder = write_synthetic_bundle(workdir / f"{stamp}-a", arrays, point, f"{stamp}-a", args.rank, args.seed)
+    truth = Truth(folder)
+    users = np.flatnonzero(np.any(np.asarray(truth.arrays["user_factors"]) != 0, axis=1))
+    body = oversized_history(args.oversized_entries, args.items)
+    old = export_package(args.before_ref, workdir / "before")
+    base_env = {k: v for k, v in os.environ.items() if k not in ("RECSYS_API_TOKEN", "PYTHONPATH")}
+    variants = [
+        Variant(f"before ({args.before_ref})", [], {**base_env, "PYTHONPATH": str(old)}),
+        Variant("after", [], base_env),
+        Variant("after, --no-access-log", ["--no-access-log"], base_env),
+    ]
+    runs: dict[str, list[dict]] = {v.label: [] for v in variants}
+    for round_ in range(args.rounds):
+        for variant in variants:
+            print(f"round {round_ + 1}: {variant.label}")
+            log = workdir / f"{variant.label.split()[0]}-{round_}.log"
+            runs[variant.label].append(measure_variant(variant, folder, truth, users, body, args, log))
+    print("CPU per request, in process")
+    cpu = cpu_per_request(variants, folder, len(truth.user_ids), args.rounds, args.cpu_requests)
+    elapsed = time.perf_counter() - started
+    table, summary = report_before_after(runs, cpu, variants, body, args)
+    print()
+    print(table)
+    print()
+    print(summary)
+    if args.write:
+        libs = versions("fastapi", "starlette", "uvicorn", "prometheus_client", "aiohttp")
+        append_section(
+            f"Serving API before and after the body limit, metrics and token (issue 22) at {args.items:,} tracks",
+            f"Machine: {platform.machine()}, {os.cpu_count()} cpus shared by the server and the load client, "
+            "and this time by other work on the machine as well (load average 5-11 from other test runs): "
+            "the q/s figures move by tens of percent from one run to the next, so the servers alternate in "
+            "rounds and the cost is also measured as CPU time per request, which does not move with what "
+            f"else runs. Python {platform.python_version()}, " + ", ".join(f"{k} {v}" for k, v in libs.items()) + ". "
+            f"The annoy endpoint (angular_ip {point['n_trees']} trees, search_k {point['search_k']}), "
+            f"{args.clients} keep-alive clients asking for random known users, k={args.k}, {args.seconds:g} s "
+            f"per run after {args.warmup_seconds:g} s warm-up, {args.rounds} rounds of: before = the package at "
+            f"{args.before_ref} (exported from git, today's dependencies), after = the work tree with its "
+            "defaults (1 MiB body limit, metrics, access log, no token), after without the access log. Stall "
+            f"drill: the same load while one more client posts a {len(body) / 1e6:.0f} MB history "
+            f"({args.oversized_entries:,} entries, with Content-Length) again as soon as each answer comes. "
+            f"Client timeout {args.timeout:g} s: a timed-out request is an error, and counts as "
+            f"{args.timeout:g} s in the p99 marked 'with timeouts'. Took {elapsed:.0f} s.\n\n"
+            f"{summary}\n\n{table}\n",
+        )
+    return 0
+
+
+def p99_with_timeouts(load: Load, timeout: float) -> float:
+    """p99 in ms of every request sent, a timed-out one counted as taking the timeout."""
+    every = list(load.latencies) + [timeout] * load.errors
+    return float(np.percentile(np.asarray(every) * 1000.0, 99)) if every else float("nan")
+
+
+def report_before_after(
+    runs: dict[str, list[dict]], cpu: dict[str, list], variants: list[Variant], body: bytes, args
+) -> tuple[str, str]:
+    lines = [
+        "| server | round | run | requests | q/s | p50 ms | p99 ms | p99 ms with timeouts | max ms | errors | "
+        "oversized uploads: answers | /metrics |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for variant in variants:
+        for round_, run in enumerate(runs[variant.label], start=1):
+            for name in ("normal", "stalled"):
+                load = run[name]
+                uploads = "—"
+                if name == "stalled":
+                    outcomes: dict[str, int] = {}
+                    for _, outcome in run["uploads"]:
+                        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+                    answered = [seconds for seconds, outcome in run["uploads"] if outcome in ("413", "422", "200")]
+                    uploads = ", ".join(f"{n} × {o}" for o, n in sorted(outcomes.items())) or "none"
+                    if answered:
+                        uploads += f" (median {np.median(answered) * 1000:.0f} ms to the answer)"
+                worst = max(load.latencies) * 1000 if load.latencies else float("nan")
+                lines.append(
+                    f"| {variant.label} | {round_} | {name} | {load.requests:,} | {load.qps:.0f} | "
+                    f"{load.percentile_ms(50):.2f} | {load.percentile_ms(99):.2f} | "
+                    f"{p99_with_timeouts(load, args.timeout):.0f} | {worst:.0f} | {load.errors} | {uploads} | "
+                    f"{'yes' if run['has_metrics'] else 'no'} |"
+                )
+
+    def mean(label: str, name: str, what) -> float:
+        return float(np.mean([what(run[name]) for run in runs[label]]))
+
+    before, after, quiet = (v.label for v in variants)
+    qps = {label: mean(label, "normal", lambda load: load.qps) for label in (before, after, quiet)}
+    # The least CPU a request took over every repetition: the figure least disturbed by the rest of the machine.
+    least = {label: min(values) for label, values in cpu.items()}
+    cpu_cost, quiet_cost = least[after] / least[before] - 1, least[quiet] / least[before] - 1
+    summary = [
+        f"- CPU per request (in process, the app called as ASGI, min of {len(cpu[before])} repetitions): before "
+        f"{least[before]:.0f} µs, after {least[after]:.0f} µs, after without the access log {least[quiet]:.0f} "
+        f"µs: the body limit, metrics and access log cost **{cpu_cost:+.1%}** CPU per request, "
+        f"{quiet_cost:+.1%} without the access log (target <= 5%: {yes(cpu_cost <= 0.05)})",
+        f"- normal load, mean of {args.rounds} rounds: before {qps[before]:.0f} q/s (p50 "
+        f"{mean(before, 'normal', lambda lo: lo.percentile_ms(50)):.2f} ms, p99 "
+        f"{mean(before, 'normal', lambda lo: lo.percentile_ms(99)):.2f} ms), after {qps[after]:.0f} q/s (p50 "
+        f"{mean(after, 'normal', lambda lo: lo.percentile_ms(50)):.2f} ms, p99 "
+        f"{mean(after, 'normal', lambda lo: lo.percentile_ms(99)):.2f} ms), after without the access log "
+        f"{qps[quiet]:.0f} q/s: after / before **{qps[after] / qps[before] - 1:+.1%}** q/s (the shared machine's "
+        "noise included: compare the rounds in the table)",
+        f"- stall drill (one client posting {len(body) / 1e6:.0f} MB bodies back to back): p99 of the normal "
+        f"clients with timeouts before {mean(before, 'stalled', lambda lo: p99_with_timeouts(lo, args.timeout)):.0f}"
+        f" ms ({sum(run['stalled'].errors for run in runs[before])} requests timed out), after "
+        f"{mean(after, 'stalled', lambda lo: p99_with_timeouts(lo, args.timeout)):.0f} ms "
+        f"({sum(run['stalled'].errors for run in runs[after])} timed out); q/s before "
+        f"{mean(before, 'stalled', lambda lo: lo.qps):.0f}, after {mean(after, 'stalled', lambda lo: lo.qps):.0f}",
+    ]
+    return "\n".join(lines), "\n".join(summary)
+
+
+# --- reporting -------------------------------------------------------------------------------------------
 
 
 def yes(ok: bool) -> str:
@@ -537,6 +527,14 @@ def report(results: list[dict], reload: dict | None, tuning: dict | None, args) 
 def main(**args) -> int:
     args = argparse.Namespace(**args)
     workdir = Path(tempfile.mkdtemp(prefix="serve-bench-", dir=args.workdir))
+    if args.before_ref:
+        try:
+            return before_after(args, workdir)
+        finally:
+            if args.keep:
+                print(f"kept {workdir}")
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
     started = time.perf_counter()
     try:
         print(f"synthetic catalogue: {args.items:,} tracks × {args.users:,} users, rank {args.rank} ({workdir})")
@@ -579,19 +577,17 @@ def main(**args) -> int:
                 print(f"error (hot reload): {example}")
         if args.write:
             libs = versions("numpy", "annoy", "fastapi", "starlette", "uvicorn", "uvloop", "aiohttp")
-            with RESULTS.open("a") as fh:
-                fh.write(
-                    f"\n### Serving API under load at {args.items:,} tracks × rank {args.rank} — "
-                    f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
-                    f"Machine: {platform.machine()}, {os.cpu_count()} cpus shared by the server (one uvicorn "
-                    f"worker) and the load client (one event loop, {args.clients} concurrent keep-alive "
-                    f"clients), Python {platform.python_version()}, "
-                    + ", ".join(f"{k} {v}" for k, v in libs.items())
-                    + f". {args.seconds:g} s per run after {args.warmup_seconds:g} s warm-up, k={args.k}, random "
-                    f"known users (~{args.played} played tracks each, excluded); latency measured by the client. "
-                    f"Recall@{args.k} on {args.recall_users} served lists per run against exact top {args.k} from "
-                    f"the bundle's arrays. Took {elapsed:.0f} s.\n\n" + targets + "\n\n" + table + "\n"
-                )
+            append_section(
+                f"Serving API under load at {args.items:,} tracks × rank {args.rank}",
+                f"Machine: {platform.machine()}, {os.cpu_count()} cpus shared by the server (one uvicorn "
+                f"worker) and the load client (one event loop, {args.clients} concurrent keep-alive "
+                f"clients), Python {platform.python_version()}, "
+                + ", ".join(f"{k} {v}" for k, v in libs.items())
+                + f". {args.seconds:g} s per run after {args.warmup_seconds:g} s warm-up, k={args.k}, random "
+                f"known users (~{args.played} played tracks each, excluded); latency measured by the client. "
+                f"Recall@{args.k} on {args.recall_users} served lists per run against exact top {args.k} from "
+                f"the bundle's arrays. Took {elapsed:.0f} s.\n\n" + targets + "\n\n" + table + "\n",
+            )
     finally:
         if args.keep:
             print(f"kept {workdir}")
@@ -627,4 +623,16 @@ if __name__ == "__main__":
     p.add_argument("--keep", action="store_true", help="keep the bundles and server logs")
     p.add_argument("--seed", type=int, default=0, help="seed")
     p.add_argument("--no-write", dest="write", action="store_false", help="do not append to bench/RESULTS.md")
+    p.add_argument(
+        "--before-ref",
+        help="instead of the runs above: the annoy endpoint on the server at this git ref vs the work tree's, "
+        "normal load and the stall drill (e.g. de6a0fd)",
+    )
+    p.add_argument("--rounds", type=int, default=2, help="with --before-ref: alternating rounds of the servers")
+    p.add_argument(
+        "--cpu-requests", type=int, default=1000, help="with --before-ref: requests per repetition of the CPU probe"
+    )
+    p.add_argument(
+        "--oversized-entries", type=int, default=2_000_000, help="with --before-ref: history entries of the stall drill"
+    )
     raise SystemExit(main(**vars(p.parse_args())))

@@ -10,7 +10,10 @@ the gate.
 
 Stages: `prepare` → `ingest` → `check_data` (the drop against the last good run) → `index` → `fit`
 (mapped) → `evaluate` → `fast_search` → `record` → `publish` → `report` → `announce_champion` (emits
-`recsys_model` when the champion changed) → `finish` (retention).
+`recsys_model` when the champion changed) → `finish` (retention); after `publish`, beside them,
+`batch_recommendations` (every train user's top `batch_k` into the bundle, `batch_k` 0 = off) and
+`store_recommendations` (into `user_recommendations`, with `batch_to_store`). With `require_approval`,
+`approve_model` (human-in-the-loop) decides between `publish` and `settle`; otherwise it is skipped.
 Spark stages run through the `spark_default` connection: type `spark` submits each job
 (`spark-submit`), type `spark_connect` runs it on a Spark Connect server.
 Artifacts go to `$RECSYS_DATA_ROOT/runs/<run_id>/`, bundles to `$RECSYS_DATA_ROOT/models/<version>/`;
@@ -19,28 +22,30 @@ input paths must lie under `RECSYS_DATA_ROOT` or a root in `RECSYS_INPUT_ROOTS`.
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
-from pathlib import Path
 
 import pendulum
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
 
+from music_recsys import settings
 from music_recsys.pipeline.config import RunConfig
+from music_recsys.pipeline.failure import on_run_failure, record_task_failure
 from music_recsys.pipeline.operators import SparkJobOperator
+from music_recsys.ui.approval import ModelApprovalOperator
 
-JOBS_DIR = Path(os.environ.get("RECSYS_JOBS_DIR", Path(__file__).resolve().parents[1] / "jobs"))
+JOBS_DIR = settings.jobs_dir(beside=__file__)
 # A producer that lands a new play-count drop emits this asset; the DAG then runs with its defaults
 # (or the conf of the producing event). Ingest emits the second one when a run has read its inputs, and
 # a promotion emits the third, with the new version in its extra, for whatever serves or mirrors models.
 PLAY_COUNT_DROP = Asset(name="play_counts_drop", uri="recsys://play-counts/drop")
 INGESTED_PLAY_COUNTS = Asset(name="ingested_play_counts", uri="recsys://play-counts/ingested")
 RECSYS_MODEL = Asset(name="recsys_model", uri="recsys://model/champion")
-SCHEDULE_CRON = os.environ.get("RECSYS_SCHEDULE_CRON", "0 3 * * 1")
+# Deployment settings (defaults and meanings: music_recsys/settings.py, docs/environment.md).
+SCHEDULE_CRON = settings.text("RECSYS_SCHEDULE_CRON")
 # No scheduled run before this date (backfills may still cover earlier dates).
-START_DATE = pendulum.parse(os.environ.get("RECSYS_START_DATE", "2026-01-01"), tz="UTC")
-MAX_PARALLEL_FITS = int(os.environ.get("RECSYS_MAX_PARALLEL_FITS", "1"))
-SPARK_TIMEOUT = timedelta(hours=float(os.environ.get("RECSYS_SPARK_TIMEOUT_HOURS", "2")))
+START_DATE = pendulum.parse(settings.text("RECSYS_START_DATE"), tz="UTC")
+MAX_PARALLEL_FITS = settings.integer("RECSYS_MAX_PARALLEL_FITS", minimum=1)
+SPARK_TIMEOUT = timedelta(hours=settings.number("RECSYS_SPARK_TIMEOUT_HOURS", minimum=0))
 
 # Every param's default, schema, description and form section is defined once, on RunConfig.
 PARAMS = {
@@ -64,10 +69,14 @@ PARAMS = {
     doc_md=__doc__,
     tags=["recsys", "spark", "als", "annoy"],
     default_args={
-        "retries": int(os.environ.get("RECSYS_RETRIES", "1")),
-        "retry_delay": timedelta(seconds=float(os.environ.get("RECSYS_RETRY_DELAY_SECONDS", "30"))),
+        "retries": settings.integer("RECSYS_RETRIES", minimum=0),
+        "retry_delay": timedelta(seconds=settings.number("RECSYS_RETRY_DELAY_SECONDS", minimum=0)),
         "retry_exponential_backoff": True,
+        # Keeps each task's final error for on_run_failure (docs/failures.md).
+        "on_failure_callback": record_task_failure,
     },
+    # A failed run leaves failure.json (the cause, not its symptoms) and says it in the run's note.
+    on_failure_callback=on_run_failure,
 )
 def music_recsys():
     @task(multiple_outputs=True)
@@ -107,7 +116,7 @@ def music_recsys():
     plan = prepare()
     spark_defaults = {
         "execution_timeout": SPARK_TIMEOUT,
-        "conn_id": os.environ.get("RECSYS_SPARK_CONN_ID", "spark_default"),
+        "conn_id": settings.text("RECSYS_SPARK_CONN_ID"),
     }
     ingest = SparkJobOperator(
         task_id="ingest",
@@ -142,8 +151,10 @@ def music_recsys():
         task_id="evaluate",
         application=str(JOBS_DIR / "evaluate.py"),
         name="music_recsys.evaluate",
-        application_args=plan["evaluate_args"],
-        result_path=plan["evaluate_result"],
+        # Its args come from prepare's XCom at run time, not through an XComArg: prepare is then no
+        # direct upstream, and the trigger rule counts the fits only. A lost grid point is tolerated;
+        # when every fit failed, or a stage before them did, evaluate is upstream_failed (issue #19).
+        inputs_from="prepare",
         trigger_rule="all_done_min_one_success",
         doc_md="Top-k inside Spark for every trial and a popularity baseline; best on validation; test.",
         **spark_defaults,
@@ -152,9 +163,11 @@ def music_recsys():
     @task
     def fast_search(plan: dict, evaluation: dict) -> dict:
         """Annoy (dot and inner-product-to-angular) vs exact top-k on the best trial's item factors."""
+        from music_recsys.pipeline.tasks import fail_fast
         from music_recsys.pipeline.tasks import fast_search as run_search
 
-        return run_search(plan, evaluation)
+        with fail_fast():
+            return run_search(plan, evaluation)
 
     @task(retries=3)
     def record(plan: dict, evaluation: dict, search: dict) -> dict:
@@ -165,10 +178,16 @@ def music_recsys():
 
     @task(retries=3)
     def publish(plan: dict, evaluation: dict, search: dict, data_check: dict) -> dict:
-        """Model bundle of the best point; registered, and promoted to champion if it passes the gate."""
-        from music_recsys.pipeline.tasks import publish as publish_model
+        """Model bundle of the best point; registered, and promoted to champion if it passes the gate (with
+        `require_approval`, held as a candidate until a person decides in `approve_model`)."""
+        from music_recsys.ui.approval import publish as publish_model
 
         return publish_model(plan, evaluation, search, data_check)
+
+    @task(trigger_rule="none_failed")
+    def settle(publication: dict, approval: dict | None) -> dict:
+        """The publication as it stands: the person's decision when one was asked for, else publish's."""
+        return approval or publication
 
     @task
     def report(plan: dict, evaluation: dict, search: dict, recorded: dict, data_check: dict, publication: dict):
@@ -197,12 +216,53 @@ def music_recsys():
 
         return finish_run(plan)
 
+    @task(multiple_outputs=True)
+    def plan_batch_recommendations(plan: dict, publication: dict) -> dict:
+        """Arguments of the batch job for the published bundle; skipped when batch_k is 0 or nothing was published."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from music_recsys.store.recommendations import batch_job
+
+        batch = batch_job(plan, publication)
+        if batch["skip"]:
+            raise AirflowSkipException(batch["skip"])
+        return batch
+
+    @task(retries=3)
+    def store_recommendations(plan: dict, batch: dict) -> dict:
+        """With batch_to_store: the batch recommendations replace their model version's rows of
+        user_recommendations in one transaction (COPY on PostgreSQL); skipped otherwise."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from music_recsys.store.recommendations import store_for_run
+
+        stored = store_for_run(plan, batch)
+        if stored["skip"]:
+            raise AirflowSkipException(stored["skip"])
+        return stored
+
     search = fast_search(plan, evaluate.output)
     recorded = record(plan, evaluate.output, search)
     publication = publish(plan, evaluate.output, search, data_check)
-    summary = report(plan, evaluate.output, search, recorded, data_check, publication)
-    announced = announce_champion(publication)
-    [summary, announced] >> finish(plan)
+    # Skipped unless require_approval held the model back; body: its card against the champion's.
+    approval = ModelApprovalOperator(task_id="approve_model", publish_task_id="publish", retries=0)
+    publication >> approval
+    decided = settle(publication, approval.output)
+    summary = report(plan, evaluate.output, search, recorded, data_check, decided)
+    announced = announce_champion(decided)
+    batch_args = plan_batch_recommendations(plan, publication)
+    batch = SparkJobOperator(
+        task_id="batch_recommendations",
+        application=str(JOBS_DIR / "batch_recommend.py"),
+        name="music_recsys.batch_recommendations",
+        application_args=batch_args["application_args"],
+        result_path=batch_args["result_path"],
+        doc_md="The published model's top-`batch_k` unplayed tracks for every train user, written into its bundle "
+        "(`recommendations/` parquet; rows and checksum in model.json).",
+        **spark_defaults,
+    )
+    stored = store_recommendations(plan, batch.output)
+    [summary, announced, stored] >> finish(plan)
     ingest >> data_check >> index >> fit >> evaluate
     recorded >> publication
 

@@ -17,18 +17,21 @@ import sys
 import tempfile
 from pathlib import Path
 
-JOBS_DIR = Path(os.environ.get("RECSYS_JOBS_DIR", Path(__file__).resolve().parents[1] / "jobs"))
+from music_recsys import settings
+
+# The same folder the DAG submits from (one rule: ``settings.jobs_dir``).
+JOBS_DIR = settings.jobs_dir(beside=__file__)
 
 
 def training_run() -> None:
     """Inside spark-submit: every job once on a tiny data set under ``RECSYS_DATA_ROOT``."""
     from music_recsys.data import generate
-    from music_recsys.pipeline.config import RunConfig
+    from music_recsys.pipeline.config import RunConfig, data_root
     from music_recsys.pipeline.job import load_job
     from music_recsys.pipeline.plan import write_plan
     from music_recsys.pipeline.spark import get_spark
 
-    generate.main(out=str(Path(os.environ["RECSYS_DATA_ROOT"]) / "cds"), users=300, items=120, holdout_users=40)
+    generate.main(out=str(data_root() / "cds"), users=300, items=120, holdout_users=40)
     paths = {f"{split}_path": f"cds/{split}.parquet" for split in ("train", "validation", "test")}
     config = RunConfig.from_params(
         {**paths, "ranks": [4], "reg_params": [0.1], "alphas": [1.0], "transforms": ["none"]}
@@ -45,15 +48,13 @@ def training_run() -> None:
 
 def build(target: Path) -> Path:
     """Write the archive to ``target`` (atomically: a JVM never maps a half-written one)."""
-    from music_recsys.pipeline.spark import CDS_QUIET, JAVA_OPTIONS, spark_conf
+    from music_recsys.pipeline.spark import CDS_QUIET, executor_java_options, spark_conf
 
     target.parent.mkdir(parents=True, exist_ok=True)
     archive = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # same folder: the rename is atomic
     with tempfile.TemporaryDirectory(prefix="music-recsys-cds-") as tmp:
-        conf = {
-            **spark_conf(),
-            "spark.driver.extraJavaOptions": f"{JAVA_OPTIONS} -XX:ArchiveClassesAtExit={archive} {CDS_QUIET}",
-        }
+        flags = f"{executor_java_options()} -XX:ArchiveClassesAtExit={archive} {CDS_QUIET}"
+        conf = {**spark_conf(), "spark.driver.extraJavaOptions": flags}
         command = [str(Path(sys.executable).parent / "spark-submit"), "--master", "local[2]"]
         for key, value in conf.items():
             command += ["--conf", f"{key}={value}"]

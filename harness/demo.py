@@ -19,7 +19,11 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
+from music_recsys.data.generate import GeneratorConfig
+
 REPO = Path(__file__).resolve().parents[1]
+# The demo's data set is the generator's default size (``music-recsys generate`` without size flags).
+DEMO_USERS, DEMO_ITEMS = GeneratorConfig.users, GeneratorConfig.items
 
 # A grid small enough for a few minutes on two cores, still showing every stage and both transforms;
 # four grid points per fit task: two mapped fit tasks, each one Spark start for four fits.
@@ -50,7 +54,7 @@ def demo_env() -> dict[str, str]:
     return env
 
 
-def demo_data(root: Path, users: int = 3000, items: int = 1500) -> Path:
+def demo_data(root: Path, users: int = DEMO_USERS, items: int = DEMO_ITEMS) -> Path:
     """The demo's MSD-like data set under ``root``, generated unless it is there already."""
     data = root / "msd_like"
     if not (data / "manifest.json").exists():
@@ -157,7 +161,7 @@ def print_summary(summary: dict, seconds: float, request: str) -> None:
     print("=" * 72)
 
 
-def main(users: int = 3000, items: int = 1500) -> int:
+def main(users: int = DEMO_USERS, items: int = DEMO_ITEMS) -> int:
     env = demo_env()
     os.environ.update(env)
     root = Path(env["RECSYS_DATA_ROOT"])
@@ -185,6 +189,6 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m harness.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--users", type=int, default=3000, help="users in the generated data set")
-    parser.add_argument("--items", type=int, default=1500, help="tracks in the generated data set")
+    parser.add_argument("--users", type=int, default=DEMO_USERS, help="users in the generated data set")
+    parser.add_argument("--items", type=int, default=DEMO_ITEMS, help="tracks in the generated data set")
     raise SystemExit(main(**vars(parser.parse_args())))

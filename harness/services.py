@@ -16,7 +16,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-POSTGRES_ADMIN = os.environ.get("RECSYS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+from music_recsys import settings
+
 BIN = Path(sys.executable).parent
 
 
@@ -61,11 +62,11 @@ class Databases:
     """Fresh PostgreSQL databases (``RECSYS_TEST_POSTGRES``, default 127.0.0.1:5432 trust auth), dropped
     again by ``drop_all``."""
 
-    def __init__(self, admin_url: str = POSTGRES_ADMIN) -> None:
+    def __init__(self, admin_url: str | None = None) -> None:
         import psycopg2
 
-        self.admin_url = admin_url
-        self.admin = psycopg2.connect(admin_url, connect_timeout=5)
+        self.admin_url = admin_url or settings.text("RECSYS_TEST_POSTGRES")
+        self.admin = psycopg2.connect(self.admin_url, connect_timeout=5)
         self.admin.autocommit = True
         self.names: list[str] = []
 

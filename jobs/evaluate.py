@@ -8,8 +8,8 @@ Spark ``RankingMetrics`` (``music_recsys.evaluation.metrics``), plus MPR, graded
 popularity of what is recommended, overall and per segment of users by train history length.
 Already-played train items are excluded unless ``--keep-seen``.
 
-Best point: the ``--selection-metric`` on validation (lowest for mpr, else highest), ties by NDCG@k,
-then by trial id.
+Best point: the ``--selection-metric`` on validation (``music_recsys.evaluation.selection``). This script
+only wires Spark to the package: reading inputs, ``mapInPandas``, writing the result.
 """
 
 from __future__ import annotations
@@ -17,74 +17,25 @@ from __future__ import annotations
 import argparse
 import functools
 import time
-from pathlib import Path
 
 import numpy as np
 
 from music_recsys import constants as C
-from music_recsys.evaluation.metrics import METRIC_DEFINITIONS, METRIC_NAMES
-from music_recsys.evaluation.scoring import (
-    COVERAGE_SEGMENT,
-    USER_SUMS,
-    popularity_percentiles,
-    score_batches,
-    segment_boundaries,
+from music_recsys.evaluation.catalogue import METRIC_DEFINITIONS, SELECTION_METRICS
+from music_recsys.evaluation.scoring import USER_SUMS, popularity_percentiles, score_batches, segment_boundaries
+from music_recsys.evaluation.selection import (
+    check_selection_metric,
+    load_trials,
+    pick_best,
+    popularity_trial,
+    segment_labels,
+    selection_rule,
+    summarise,
+    trials_for_test,
+    unscored_row,
 )
 from music_recsys.pipeline import job
 from music_recsys.store.layout import RunLayout, read_json, save_npy, write_json
-
-# Every metric a scored row carries (als_trials columns).
-ROW_METRICS = (*METRIC_NAMES, "ndcg_graded_at_k", "mpr", "coverage_at_k", "mean_rec_popularity")
-SEGMENT_NAMES = ("light", "medium", "heavy")
-
-
-def selection_rule(metric: str) -> str:
-    direction = "lowest" if metric in C.LOWER_IS_BETTER else "highest"
-    return f"{direction} validation {metric}; ties by ndcg_at_k, then the last trial_id in sort order"
-
-
-def segment_labels(boundaries: list[int]) -> list[dict]:
-    """Name and train-history range (tracks played) of each segment."""
-    names = SEGMENT_NAMES if len(boundaries) == 2 else [f"segment {i + 1}" for i in range(len(boundaries) + 1)]
-    lows = [0, *(b + 1 for b in boundaries)]
-    highs = [*boundaries, None]
-    return [
-        {"segment": i, "name": names[i], "min_history": lo, "max_history": hi}
-        for i, (lo, hi) in enumerate(zip(lows, highs, strict=True))
-    ]
-
-
-def summarise(groups: list, n_items: int) -> tuple[dict, list[dict]]:
-    """Overall metrics and per-segment metrics from the per-segment sums of ``score_batches`` rows."""
-
-    def means(sums: dict, n_users: int) -> dict:
-        out = {name: sums[name] / n_users if n_users else None for name in (*METRIC_NAMES, "ndcg_graded_at_k")}
-        out["mpr"] = sums["mpr_num"] / sums["mpr_den"] if sums["mpr_den"] else None
-        out["mean_rec_popularity"] = sums["rec_pop_sum"] / sums["n_recs"] if sums["n_recs"] else None
-        return out
-
-    total = dict.fromkeys(USER_SUMS, 0.0)
-    n_users = n_cold = 0
-    segments = []
-    item_counts = np.zeros(n_items, dtype=np.int64)
-    for group in groups:
-        if group["segment"] == COVERAGE_SEGMENT:
-            for counts in group["item_counts"]:
-                item_counts += np.asarray(counts, dtype=np.int64)
-            continue
-        sums = {name: group[name] or 0.0 for name in USER_SUMS}
-        for name in USER_SUMS:
-            total[name] += sums[name]
-        n_users += group["n_users"]
-        n_cold += group["n_cold_users"]
-        segments.append({"segment": group["segment"], "n_users": group["n_users"], **means(sums, group["n_users"])})
-    overall = {
-        **means(total, n_users),
-        "coverage_at_k": float(np.count_nonzero(item_counts)) / n_items if n_items else None,
-        "n_users": n_users,
-        "n_cold_users": n_cold,
-    }
-    return overall, sorted(segments, key=lambda s: s["segment"])
 
 
 def score_split(
@@ -137,47 +88,10 @@ def score_split(
     return summarise([g.asDict() for g in groups], n_items)
 
 
-def load_trials(plan: dict) -> list[dict]:
-    """The plan's trials joined with their fit results; a missing result means the fit never ran."""
-    trials = []
-    for trial in plan["trials"]:
-        result_path = Path(trial["result"])
-        fit = (
-            read_json(result_path)
-            if result_path.exists()
-            else {"status": "missing", "error": "fit task produced no result"}
-        )
-        trials.append(
-            {
-                **trial,
-                "status": fit["status"],
-                "fit_seconds": fit.get("fit_seconds"),
-                "error": fit.get("error"),
-            }
-        )
-    return trials
-
-
-def pick_best(rows: list[dict], metric: str = "map", transform: str | None = None) -> dict | None:
-    """The selection rule (``selection_rule``) over successful ALS validation rows, optionally of one transform."""
-    scored = [
-        r
-        for r in rows
-        if r["split"] == "validation"
-        and r["model"] == "als"
-        and r["status"] == "success"
-        and r[metric] is not None
-        and transform in (None, r["transform"])
-    ]
-    if not scored:
-        return None
-    sign = -1.0 if metric in C.LOWER_IS_BETTER else 1.0
-    return max(scored, key=lambda r: (sign * r[metric], r["ndcg_at_k"], r["trial_id"]))
-
-
 def run(spark, index_dir: str, plan: str, k: int, keep_seen: bool, selection_metric: str, result: str) -> dict:
     from pyspark.sql import functions as F
 
+    check_selection_metric(selection_metric)
     run_plan = read_json(plan)
     work = RunLayout(run_plan["run_dir"]).evaluation_dir
     exclude_seen = not keep_seen
@@ -232,45 +146,20 @@ def run(spark, index_dir: str, plan: str, k: int, keep_seen: bool, selection_met
         )
         return row
 
-    baseline = {
-        "trial_id": C.POPULARITY_TRIAL_ID,
-        "model": "popularity",
-        "rank": None,
-        "reg_param": None,
-        "alpha": None,
-        "transform": "none",
-        "status": "success",
-        "fit_seconds": 0.0,
-        "error": None,
-    }
+    baseline = popularity_trial()
     trials = [{**t, "model": "als"} for t in load_trials(run_plan)]
     evaluate(baseline, "validation")
     for trial in trials:
         if trial["status"] == "success":
             evaluate(trial, "validation")
         else:
-            rows.append(
-                {
-                    **trial,
-                    **label,
-                    **dict.fromkeys(ROW_METRICS),
-                    "split": "validation",
-                    "n_users": None,
-                    "n_cold_users": None,
-                    "eval_seconds": None,
-                }
-            )
+            rows.append(unscored_row(trial, label))
     best = pick_best(rows, selection_metric)
-    # Test: the baseline, the best point, and the best point of each transform (the study's §5 table).
     evaluate(baseline, "test")
-    if best is not None:
-        on_test = set()
-        for transform in sorted({t["transform"] for t in trials}):
-            if (best_of_transform := pick_best(rows, selection_metric, transform)) is not None:
-                on_test.add(best_of_transform["trial_id"])
-        for trial in trials:
-            if trial["trial_id"] in on_test:
-                evaluate(trial, "test")
+    on_test = trials_for_test(rows, (t["transform"] for t in trials), selection_metric)
+    for trial in trials:
+        if trial["trial_id"] in on_test:
+            evaluate(trial, "test")
     report = {
         **label,
         "selection_metric": selection_metric,
@@ -296,9 +185,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep-seen", action="store_true", help="do not exclude items the user already played in train")
     p.add_argument(
         "--selection-metric",
-        choices=C.SELECTION_METRICS,
-        default="map",
-        help="validation metric that picks the best grid point (mpr: lowest wins; others: highest)",
+        choices=SELECTION_METRICS,
+        required=True,
+        help="validation metric that picks the best grid point (mpr: lowest wins; others: highest); "
+        "the DAG passes the run's selection_metric param",
     )
     p.add_argument("--result", required=True, help="path of the JSON result file")
     return p.parse_args(argv)

@@ -4,6 +4,7 @@ music-recsys generate --out DIR   MSD-like play counts (parquet, MSD TSV or CSV)
 music-recsys serve                the champion of the model registry over HTTP
 music-recsys models [list]        the model registry; `models promote VERSION` rolls back or forward
 music-recsys params               the DAG's params (the README table, or --json for the schemas)
+music-recsys recommendations export --version V --out FILE   a model's batch recommendations as CSV or parquet
 music-recsys check-install        the installation: pyspark's Python files match its jars
 """
 
@@ -29,11 +30,34 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from music_recsys.serving.app import Settings, bundle_locator, create_app, registry_locator
+    from music_recsys.serving.auth import read_token
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    locate = bundle_locator(Path(args.bundle)) if args.bundle else registry_locator(args.results_url)
-    app = create_app(Settings(locate=locate, poll_seconds=args.poll_seconds))
-    uvicorn.run(app, host=args.host, port=args.port, access_log=args.access_log, log_level="info")
+    try:
+        token, source = read_token(args.token_file)  # the token itself is never printed
+        if token is None and source != "none":
+            logging.getLogger("music_recsys.serving").warning("%s: serving without a token", source)
+        locate = bundle_locator(Path(args.bundle)) if args.bundle else registry_locator(args.results_url)
+        settings = Settings(
+            locate=locate,
+            poll_seconds=args.poll_seconds,
+            max_body_bytes=args.max_body_bytes,
+            token=token,
+            access_log=args.access_log,
+        ).validate()
+    except ValueError as exc:
+        print(f"serve: {exc}", file=sys.stderr)
+        return 2
+    # uvicorn's own access line carries the raw path (user and track ids): the app writes its own
+    # (music_recsys.serving.metrics), by route template.
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        access_log=False,
+        log_level="info",
+        timeout_graceful_shutdown=args.graceful_seconds,
+    )
     return 0
 
 
@@ -94,6 +118,19 @@ def _check_install(args: argparse.Namespace) -> int:
     return install_check.main()
 
 
+def _recommendations(args: argparse.Namespace) -> int:
+    from music_recsys.store import recommendations
+
+    try:
+        done = recommendations.export_version(args.version, args.out, args.results_url)
+    except recommendations.RecommendationsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{done['rows']:,} recommendations of model {done['version']} written to {done['path']} "
+          f"({done['format']}, {done['bytes']:,} bytes)")  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from music_recsys.data import generate as generator
 
@@ -106,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     generator.add_arguments(generate)
     generate.set_defaults(handler=_generate)
 
+    from music_recsys.serving.limits import DEFAULT_MAX_BODY_BYTES  # light: no FastAPI import
+
     serve = commands.add_parser("serve", help="serve the champion model over HTTP (FastAPI)")
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     serve.add_argument("--port", type=int, default=8000, help="TCP port")
@@ -116,7 +155,29 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--poll-seconds", type=float, default=10.0, help="how often to ask the registry for a new champion"
     )
-    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument(
+        "--no-access-log",
+        dest="access_log",
+        action="store_false",
+        help="no JSON access-log line per request (route, status, latency, version)",
+    )
+    serve.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help="larger request bodies are refused with 413 while they are read (default 1 MiB)",
+    )
+    serve.add_argument(
+        "--token-file",
+        help="require 'Authorization: Bearer <token>' with the token in this file (default: $RECSYS_API_TOKEN; "
+        "neither = open)",
+    )
+    serve.add_argument(
+        "--graceful-seconds",
+        type=float,
+        default=30.0,
+        help="on SIGTERM, how long requests in flight may take to finish before the server stops",
+    )
     serve.set_defaults(handler=_serve)
 
     models = commands.add_parser("models", help="the model registry")
@@ -133,6 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-install", help="check the installation (pyspark Python files vs jars)")
     check.set_defaults(handler=_check_install)
+
+    recommendations = commands.add_parser(
+        "recommendations", help="a model's batch recommendations (the DAG's batch_k): export for other teams"
+    )
+    recommendations.add_argument("action", choices=["export"])
+    recommendations.add_argument("--version", required=True, help="the model version, or 'champion'")
+    recommendations.add_argument("--out", required=True, help="file to write: .csv, .csv.gz or .parquet")
+    recommendations.add_argument("--results-url", help="SQLAlchemy URL of the results store (the registry)")
+    recommendations.set_defaults(handler=_recommendations)
     return parser
 
 

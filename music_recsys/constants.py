@@ -28,7 +28,7 @@ DEFAULT_DROP_THRESHOLD = 1
 # study's NNLS on MovieLens-100K and on the synthetic set (bench/RESULTS.md).
 DEFAULT_NONNEGATIVE = False
 
-# The study's grid (FIGURES.md): rank x regParam x alpha.
+# The origin study's grid (its figures of MAP by rank, regParam and alpha): rank x regParam x alpha.
 DEFAULT_RANKS = (5, 10, 20)
 DEFAULT_REG_PARAMS = (0.1, 1.0, 10.0)
 DEFAULT_ALPHAS = (1.0, 5.0, 10.0)
@@ -38,10 +38,6 @@ DEFAULT_ANNOY_TREES = (1, 5, 10, 30)
 DEFAULT_ANNOY_SEARCH_K = (100, 500, 1000, 5000, 10000, 50000, 100000, 500000)
 
 POPULARITY_TRIAL_ID = "popularity"
-
-# Validation metrics that may pick the best grid point; mpr is the only one where lower is better.
-SELECTION_METRICS = ("map", "ndcg_at_k", "ndcg_graded_at_k", "mpr")
-LOWER_IS_BETTER = frozenset({"mpr"})
 
 # Results store.
 RESULTS_CONN_ID = "recsys_results"

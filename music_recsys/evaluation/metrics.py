@@ -1,5 +1,9 @@
 """Ranking metrics with Spark ``RankingMetrics`` definitions, computed in numpy.
 
+Each metric's name, one-line definition, direction and label are stated once, in the catalogue
+(``music_recsys.evaluation.catalogue``, re-exported here: ``METRICS``, ``metrics_markdown``); this
+docstring gives the formulas.
+
 Definitions (binary relevance; ``pred`` is the ranked recommendation list, ``rel`` the set of
 held-out items; every metric is 0 for a user with no relevant items, as in Spark):
 
@@ -32,19 +36,23 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-METRIC_NAMES = ("map", "map_at_k", "precision_at_k", "ndcg_at_k", "recall_at_k")
-
-METRIC_DEFINITIONS = {
-    "map": "Spark RankingMetrics.meanAveragePrecision over the full recommendation list (not cut at k)",
-    "map_at_k": "Spark RankingMetrics.meanAveragePrecisionAt(k)",
-    "precision_at_k": "Spark RankingMetrics.precisionAt(k)",
-    "ndcg_at_k": "Spark RankingMetrics.ndcgAt(k), binary relevance",
-    "recall_at_k": "Spark RankingMetrics.recallAt(k)",
-    "ndcg_graded_at_k": "NDCG@k, gain log(1 + held-out count), discount 1/log2(position + 1)",
-    "mpr": "expected percentile rank, weighted by held-out count; 0 perfect, 0.5 random (lower is better)",
-    "coverage_at_k": "share of tracks in at least one user's top k",
-    "mean_rec_popularity": "mean train-popularity percentile of recommended tracks (1 = most played)",
-}
+# The metric catalogue lives in a module without numpy (the DAG's params read it at parse time); its names
+# are re-exported here, where the metrics are computed.
+from music_recsys.evaluation.catalogue import (  # noqa: F401
+    ACCURACY_METRIC_NAMES,
+    ALL_METRIC_NAMES,
+    METRIC_BY_NAME,
+    METRIC_DEFINITIONS,
+    METRIC_NAMES,
+    METRICS,
+    SEGMENT_METRIC_NAMES,
+    SELECTION_METRICS,
+    Metric,
+    lower_is_better,
+    metric,
+    metrics_markdown,
+    selection_choices_text,
+)
 
 
 def user_metrics(pred: Sequence[int] | np.ndarray, relevant: Iterable[int] | np.ndarray, k: int) -> dict[str, float]:

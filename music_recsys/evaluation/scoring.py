@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from music_recsys.evaluation.metrics import METRIC_NAMES, percentile_ranks, ranking_metrics
-from music_recsys.evaluation.topk import block_rows, mask_items, top_k_of_scores
+from music_recsys.evaluation.topk import top_k_blocks
 
 # Per-user figures summed by the aggregation; means and ratios are formed from the sums.
 USER_SUMS = (*METRIC_NAMES, "ndcg_graded_at_k", "mpr_num", "mpr_den", "rec_pop_sum", "n_recs")
@@ -42,30 +42,30 @@ def score_block(
 ) -> tuple[list[dict[str, float]], np.ndarray]:
     """Per-user metric parts for users with factors, and how often each item was recommended."""
     n_items = len(item_vectors)
-    item_t = np.ascontiguousarray(item_vectors.T, dtype=np.float32)
     rows: list[dict[str, float]] = []
     recommended: list[np.ndarray] = []
-    step = block_rows(n_items)
-    for start in range(0, len(user_vectors), step):
-        scores = np.asarray(user_vectors[start : start + step], dtype=np.float32) @ item_t
-        block = range(start, start + len(scores))
-        raw = [scores[u - start, truth.relevant[u]] for u in block]  # copies: masking comes next
-        if exclude_seen:
-            mask_items(scores, [truth.seen[u] for u in block])
-        for u, pred in zip(block, top_k_of_scores(scores, k), strict=True):
+    blocks = top_k_blocks(
+        np.asarray(user_vectors, dtype=np.float32),
+        np.asarray(item_vectors, dtype=np.float32),
+        k,
+        exclude=truth.seen if exclude_seen else None,
+        keep=truth.relevant,  # raw held-out scores, for MPR
+    )
+    for block in blocks:
+        for offset, pred in enumerate(block.top):
+            u = block.start + offset
             order = np.argsort(truth.relevant[u], kind="stable")  # ranking_metrics wants them sorted
-            rel, cnt = truth.relevant[u][order], truth.counts[u][order]
-            raw[u - start] = raw[u - start][order]
+            rel, cnt, raw = truth.relevant[u][order], truth.counts[u][order], block.kept[offset][order]
             row = ranking_metrics(pred, rel, cnt, k)
-            candidates, excluded = scores[u - start], 0
+            candidates, excluded = block.scores[offset], 0
             if exclude_seen and len(truth.seen[u]):
                 also_played = np.isin(rel, truth.seen[u], assume_unique=True)
                 excluded = len(truth.seen[u]) - int(also_played.sum())
                 if also_played.any():
                     # A held-out track also played in train stays a candidate: its own score, not -inf.
                     candidates = candidates.copy()
-                    candidates[rel] = raw[u - start]
-            ranks = percentile_ranks(candidates, raw[u - start], n_items - excluded)
+                    candidates[rel] = raw
+            ranks = percentile_ranks(candidates, raw, n_items - excluded)
             row["mpr_num"] = float(ranks @ cnt)
             row["mpr_den"] = float(cnt.sum())
             row["rec_pop_sum"] = float(popularity_pct[pred].sum())

@@ -15,20 +15,30 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from music_recsys.evaluation.topk import top_k
+from music_recsys.evaluation.topk import rerank, top_k, top_k_one
 
 ANNOY_METRICS = ("dot", "angular_ip")
 
 
-def exact_top_k_single(item_vectors: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
-    """Exact top-k for one query: a partial sort, not a full argsort."""
-    scores = item_vectors @ query
-    k = min(k, len(scores))
-    cand = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-    return cand[np.argsort(-scores[cand], kind="stable")]
+def check_annoy_metric(metric: str) -> str:
+    """``metric`` if it is one of ours, else a ValueError naming the choices."""
+    if metric not in ANNOY_METRICS:
+        raise ValueError(f"Annoy metric {metric!r}: choose from {ANNOY_METRICS}")
+    return metric
+
+
+def annoy_index_metric(metric: str) -> str:
+    """The metric Annoy itself is built with: ``angular`` for the transform, else ``dot``."""
+    return "angular" if check_annoy_metric(metric) == "angular_ip" else "dot"
+
+
+def annoy_dim(rank: int, metric: str) -> int:
+    """Dimensions of the index: the factors' rank, plus the transform's extra coordinate."""
+    return rank + (1 if check_annoy_metric(metric) == "angular_ip" else 0)
 
 
 def augment_for_angular(item_vectors: np.ndarray) -> np.ndarray:
@@ -39,7 +49,29 @@ def augment_for_angular(item_vectors: np.ndarray) -> np.ndarray:
 
 
 def augment_query(query: np.ndarray) -> np.ndarray:
+    """A query with the transform's 0 coordinate: its angle to an augmented item orders as the dot product."""
     return np.append(query, np.float32(0.0)).astype(np.float32)
+
+
+def index_vectors(item_vectors: np.ndarray, metric: str) -> np.ndarray:
+    """The vectors an index of ``metric`` holds for these item factors."""
+    if check_annoy_metric(metric) == "angular_ip":
+        return augment_for_angular(item_vectors)
+    return np.asarray(item_vectors, dtype=np.float32)
+
+
+def query_vector(vector: np.ndarray, metric: str) -> np.ndarray:
+    """What to ask an index of ``metric`` for a user factor."""
+    return augment_query(vector) if check_annoy_metric(metric) == "angular_ip" else vector
+
+
+def open_index(path: str | os.PathLike, rank: int, metric: str) -> Any:
+    """A saved index, mmapped: shared with any other process that loads the same file."""
+    from annoy import AnnoyIndex
+
+    index = AnnoyIndex(annoy_dim(rank, metric), annoy_index_metric(metric))
+    index.load(str(path))
+    return index
 
 
 class AnnoySearcher:
@@ -56,14 +88,12 @@ class AnnoySearcher:
     ):
         from annoy import AnnoyIndex
 
-        if metric not in ANNOY_METRICS:
-            raise ValueError(f"metric {metric!r}: choose from {ANNOY_METRICS}")
-        self.metric = metric
-        vectors = augment_for_angular(item_vectors) if metric == "angular_ip" else item_vectors.astype(np.float32)
+        self.metric = check_annoy_metric(metric)
+        self.rank = item_vectors.shape[1]
+        vectors = index_vectors(item_vectors, metric)
         self.dim = vectors.shape[1]
-        annoy_metric = "angular" if metric == "angular_ip" else "dot"
         started = time.perf_counter()
-        index = AnnoyIndex(self.dim, annoy_metric)
+        index = AnnoyIndex(self.dim, annoy_index_metric(metric))
         index.set_seed(seed)  # before add_item, so the same data gives the same trees
         for i, vector in enumerate(vectors):
             index.add_item(i, vector)
@@ -75,13 +105,10 @@ class AnnoySearcher:
         index.unload()
         self.path = Path(path)
         self.index_bytes = self.path.stat().st_size
-        self.index = AnnoyIndex(self.dim, annoy_metric)
-        self.index.load(str(path))  # mmap: what a serving process would do
+        self.index = open_index(path, self.rank, metric)  # mmap: what a serving process does
 
     def query(self, vector: np.ndarray, k: int, search_k: int = -1) -> list[int]:
-        if self.metric == "angular_ip":
-            vector = augment_query(vector)
-        return self.index.get_nns_by_vector(vector, k, search_k=search_k)
+        return self.index.get_nns_by_vector(query_vector(vector, self.metric), k, search_k=search_k)
 
     def close(self) -> None:
         self.index.unload()
@@ -139,12 +166,6 @@ def meaningful_search_k(values: Iterable[int], n_trees: int, n_items: int) -> li
     return kept
 
 
-def rerank(item_vectors: np.ndarray, query: np.ndarray, candidates: list[int], k: int) -> np.ndarray:
-    """Exact re-ranking of approximate candidates by inner product."""
-    ids = np.asarray(candidates, dtype=np.int64)
-    return ids[np.argsort(-(item_vectors[ids] @ query), kind="stable")[:k]]
-
-
 def sweep(
     item_vectors: np.ndarray,
     queries: np.ndarray,
@@ -199,7 +220,7 @@ def sweep(
     for k in ks:
         # The timed single-query exact search is also the ground truth for every other configuration.
         truth[k] = measure(
-            "exact", 0, 0, k, k, lambda q, k=k: exact_top_k_single(item_vectors, q, k), None, 0.0, item_vectors.nbytes
+            "exact", 0, 0, k, k, lambda q, k=k: top_k_one(item_vectors, q, k)[0], None, 0.0, item_vectors.nbytes
         )
         top_k(queries[: min(10, n_queries)], item_vectors, k)  # warm-up
         started = time.perf_counter()
@@ -236,7 +257,7 @@ def sweep(
                             else:
                                 fn = lambda q, k=k, sk=search_k, c=n_cand, s=searcher: rerank(  # noqa: E731
                                     item_vectors, q, s.query(q, c, sk), k
-                                )
+                                )[0]
                             measure(
                                 metric,
                                 n_trees,
@@ -305,3 +326,46 @@ def frontier(measurements: list[SearchMeasurement], k: int) -> list[dict]:
             )
             best_qps = m.qps
     return kept
+
+
+def query_vectors(validation_users: np.ndarray, user_factors: np.ndarray, max_queries: int, seed: int) -> np.ndarray:
+    """The search's queries: factors of the validation users that have any (a transform can leave a user
+    without), a seeded sample of at most ``max_queries``."""
+    users = np.unique(validation_users)
+    vectors = user_factors[users[np.any(user_factors[users] != 0, axis=1)]]
+    if len(vectors) > max_queries:
+        vectors = vectors[np.random.default_rng(seed).choice(len(vectors), max_queries, replace=False)]
+    return vectors
+
+
+def better_metric(
+    measurements: list[SearchMeasurement], k: int, target_recall: float, metrics: Iterable[str] = ANNOY_METRICS
+) -> dict[str, Any]:
+    """Which Annoy metric serves better at k: the faster one at the target recall, else the one reaching the
+    higher recall; with each metric's q/s at the target (None: not reached) and its best recall."""
+    metrics = tuple(metrics)
+    per_metric = {m: operating_point(measurements, k, target_recall, [m]) for m in metrics}
+    max_recall = {m: max(x.recall for x in measurements if x.metric == m and x.k == k) for m in metrics}
+    better = max(metrics, key=lambda m: (per_metric[m]["found"], per_metric[m].get("qps", 0.0), max_recall[m]))
+    return {
+        "better_metric": better,
+        "qps_at_target_by_metric": {m: p.get("qps") for m, p in per_metric.items()},
+        "max_recall_by_metric": max_recall,
+    }
+
+
+def search_rows(
+    measurements: list[SearchMeasurement], points: dict[int, dict[str, Any]], trial_id: str
+) -> list[dict[str, Any]]:
+    """The ``ann_trials`` rows of a sweep: every measurement, flagged when it is the operating point at its k."""
+
+    def is_operating_point(m: SearchMeasurement) -> bool:
+        p = points[m.k]
+        return bool(p["found"]) and (m.metric, m.n_trees, m.search_k, m.candidates) == (
+            p["metric"],
+            p["n_trees"],
+            p["search_k"],
+            p["candidates"],
+        )
+
+    return [{**asdict(m), "trial_id": trial_id, "is_operating_point": is_operating_point(m)} for m in measurements]

@@ -1,11 +1,12 @@
-"""The grid's count transforms and the ALS settings shared by the fit job and benchmarks."""
+"""The count transforms in Spark and the ALS settings shared by the fit job and benchmarks."""
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 from music_recsys import constants as C
+from music_recsys import settings
+from music_recsys.model.transforms import count_transform
 
 if TYPE_CHECKING:
     from pyspark.ml.recommendation import ALS
@@ -13,21 +14,20 @@ if TYPE_CHECKING:
 
 
 def apply_transform(df: DataFrame, transform: str, drop_threshold: int) -> DataFrame:
-    """Turn indexed counts into the ALS ``rating`` column according to one grid transform."""
+    """Turn indexed counts into the ALS ``rating`` column according to one grid transform
+    (``music_recsys.model.transforms``)."""
     from pyspark.sql import functions as F
 
-    if transform not in C.TRANSFORMS:
-        raise ValueError(f"transform {transform!r}: choose from {list(C.TRANSFORMS)}")
-    if transform in ("drop", "log1p_drop"):
+    spec = count_transform(transform)
+    if spec.drop:
         df = df.filter(F.col(C.COUNT) > drop_threshold)
-    rating = F.log1p(F.col(C.COUNT)) if transform.startswith("log1p") else F.col(C.COUNT).cast("double")
+    rating = F.log1p(F.col(C.COUNT)) if spec.log1p else F.col(C.COUNT).cast("double")
     return df.select(C.USER_IDX, C.ITEM_IDX, rating.cast("float").alias(C.RATING))
 
 
 # ALS's in/out blocks and per-iteration factors. MEMORY_ONLY measured faster than Spark's default
 # MEMORY_AND_DISK (bench/RESULTS.md, "ALS tuning"); set MEMORY_AND_DISK when the ratings do not fit in
-# executor memory (evicted blocks are then recomputed from the last checkpoint).
-STORAGE_LEVEL = os.environ.get("RECSYS_ALS_STORAGE_LEVEL", "MEMORY_ONLY")
+# executor memory (evicted blocks are then recomputed from the last checkpoint): RECSYS_ALS_STORAGE_LEVEL.
 
 
 def build_als(
@@ -39,13 +39,14 @@ def build_als(
     num_blocks: int,
     *,
     nonnegative: bool,
-    storage_level: str = STORAGE_LEVEL,
+    storage_level: str | None = None,
 ) -> ALS:
     """Implicit ALS (``nonnegative=True``: NNLS solves, as in the study). ``num_blocks`` partitions users
     and items: the fit job passes one block per core Spark gives it, which measured faster than Spark's
     default of 10 on few cores (bench/RESULTS.md, "ALS tuning")."""
     from pyspark.ml.recommendation import ALS
 
+    storage_level = storage_level or settings.text("RECSYS_ALS_STORAGE_LEVEL")
     return ALS(
         numUserBlocks=num_blocks,
         numItemBlocks=num_blocks,

@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from music_recsys import constants as C
+from music_recsys.model.transforms import count_transform
 
 
 def ratings_from_counts(counts: np.ndarray, transform: str, drop_threshold: int) -> tuple[np.ndarray, np.ndarray]:
-    """The grid's transform of play counts (``music_recsys.model.als.apply_transform``): (kept mask, ratings)."""
-    if transform not in C.TRANSFORMS:
-        raise ValueError(f"transform {transform!r}: choose from {list(C.TRANSFORMS)}")
+    """The grid's transform of play counts (``music_recsys.model.transforms``, as the fit's
+    ``music_recsys.model.als.apply_transform``): (kept mask, ratings)."""
+    spec = count_transform(transform)
     counts = np.asarray(counts, dtype=np.float64)
-    keep = counts > drop_threshold if transform in ("drop", "log1p_drop") else np.ones(len(counts), dtype=bool)
-    ratings = np.log1p(counts) if transform.startswith("log1p") else counts
+    keep = counts > drop_threshold if spec.drop else np.ones(len(counts), dtype=bool)
+    ratings = np.log1p(counts) if spec.log1p else counts
     return keep, ratings.astype(np.float32).astype(np.float64)  # Spark's rating column is float
 
 

@@ -2,86 +2,60 @@
 
 Each field of ``RunConfig`` carries its default, its JSON schema (bounds, enums), a description and a
 form section. The DAG builds its ``Param``s from these fields, ``RunConfig.validate`` checks values
-with the same schemas (jsonschema, as Airflow does), and the README's params table is generated from
-them (``music-recsys params``), so the trigger form, the validation and the docs cannot disagree.
+with the same schemas (jsonschema, as Airflow does), and the params table of docs/params.md is generated
+from them (``music-recsys params``), so the trigger form, the validation and the docs cannot disagree.
 
 Every path a user can pass must resolve inside ``RECSYS_DATA_ROOT`` or one of the colon-separated
-roots in ``RECSYS_INPUT_ROOTS``; the DAG validates here before any Spark job starts.
+roots in ``RECSYS_INPUT_ROOTS`` (``music_recsys.pipeline.paths``); the DAG validates here before any
+Spark job starts. The field helpers and the schema check live in ``music_recsys.pipeline.params``; the
+names below stay importable from this module.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import difflib
 import itertools
 import json
-import os
-import re
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from music_recsys import constants as C
-from music_recsys.pipeline.job import InputError
+from music_recsys.evaluation.catalogue import SELECTION_METRICS, selection_choices_text
+from music_recsys.pipeline.params import (
+    PATH_PARAMS,
+    SECTIONS,
+    ParamError,
+    ParamSpec,
+    canonical,
+    check_param,
+    describe_schema,
+)
+from music_recsys.pipeline.params import grid as _grid
+from music_recsys.pipeline.params import param as _param
+from music_recsys.pipeline.params import path_param as _path
+from music_recsys.pipeline.paths import data_root, input_roots, resolve_input_path, run_dir, safe_run_id
 
+__all__ = [
+    "MAX_MAPPED_TASKS",
+    "PATH_PARAMS",
+    "SECTIONS",
+    "ParamError",
+    "ParamSpec",
+    "RunConfig",
+    "TrialSpec",
+    "check_param",
+    "data_root",
+    "describe_schema",
+    "input_roots",
+    "params_markdown",
+    "resolve_input_path",
+    "run_dir",
+    "safe_run_id",
+]
 
-class ParamError(InputError):
-    """A param value the run cannot use: retrying with the same params cannot help."""
-
-
-def data_root() -> Path:
-    """The data root: ``RECSYS_DATA_ROOT`` (default ``./data``), absolute and symlink-resolved."""
-    return Path(os.environ.get("RECSYS_DATA_ROOT", "data")).expanduser().resolve()
-
-
-def input_roots() -> list[Path]:
-    """Roots that input paths may lie under: the data root plus ``RECSYS_INPUT_ROOTS``."""
-    roots = [data_root()]
-    for raw in os.environ.get("RECSYS_INPUT_ROOTS", "").split(":"):
-        if raw.strip():
-            roots.append(Path(raw.strip()).expanduser().resolve())
-    return roots
-
-
-def resolve_input_path(path: str, *, name: str = "path") -> Path:
-    """Resolve a user-given input path and refuse anything outside the allowed roots.
-
-    Relative paths are taken from the data root. Symlinks and ``..`` are resolved before the
-    check, so neither can escape a root. URI schemes are refused: inputs are local or mounted paths.
-    """
-    if not isinstance(path, str) or not path.strip():
-        raise ParamError(f"{name}: must be a non-empty path string, got {path!r}")
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path):
-        raise ParamError(
-            f"{name}: {path!r} is a URI; only local paths are accepted. "
-            f"Allowed roots: {', '.join(map(str, input_roots()))}"
-        )
-    candidate = Path(path).expanduser()
-    if not candidate.is_absolute():
-        candidate = data_root() / candidate
-    resolved = candidate.resolve()
-    roots = input_roots()
-    if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
-        raise ParamError(
-            f"{name}: {path!r} resolves to {resolved}, which is outside the allowed roots "
-            f"({', '.join(map(str, roots))}). Move the data under RECSYS_DATA_ROOT or add its "
-            f"directory to RECSYS_INPUT_ROOTS (colon-separated)."
-        )
-    return resolved
-
-
-def run_dir(run_id: str) -> Path:
-    """The run-scoped artifact directory ``<data root>/runs/<run id>``, with the id made path-safe."""
-    return data_root() / "runs" / safe_run_id(run_id)
-
-
-def safe_run_id(run_id: str) -> str:
-    """Airflow run ids contain ``:`` and ``+``; keep them readable but filesystem- and URI-safe."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("._")
-    if not safe:
-        raise ValueError(f"run id {run_id!r} has no usable characters")
-    return safe
+# Airflow's max_map_length: a run maps at most this many fit tasks, and so a task fits at most this many.
+MAX_MAPPED_TASKS = 1024
 
 
 def _fmt_num(value: float) -> str:
@@ -119,45 +93,7 @@ class TrialSpec:
         return cls(int(rank), float(reg_param), float(alpha), transform)
 
 
-# --- Param definitions --------------------------------------------------------------------------
-
-SECTIONS = ("Data", "Grid", "Evaluation", "Data checks", "Fast search", "Publishing", "Execution")
-
-
-def _param(default: Any, description: str, section: str, **schema: Any) -> Any:
-    """A RunConfig field that is also a DAG param: default, JSON schema, description, form section."""
-    if section not in SECTIONS:
-        raise ValueError(f"unknown param section {section!r}")
-    metadata = {"schema": schema, "description": description, "section": section}
-    if isinstance(default, list | dict):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
-def _grid(default: list, description: str, items: dict, section: str = "Grid") -> Any:
-    return _param(default, description, section, type="array", items=items, minItems=1, uniqueItems=True)
-
-
-def _path(default: str, description: str) -> Any:
-    return _param(default, description, "Data", type="string", minLength=1)
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One param as the DAG, the validation and the docs see it."""
-
-    name: str
-    default: Any
-    schema: dict[str, Any]
-    description: str
-    section: str
-
-    @property
-    def is_path(self) -> bool:
-        return self.name in PATH_PARAMS
-
-
-PATH_PARAMS = ("train_path", "validation_path", "test_path")
+# --- Param definitions (helpers in music_recsys.pipeline.params) ---------------------------------
 
 
 @dataclass
@@ -239,11 +175,11 @@ class RunConfig:
     )
     selection_metric: str = _param(
         "map",
-        "Validation metric that picks the best grid point: map, ndcg_at_k, ndcg_graded_at_k (higher is better) "
-        "or mpr (lower is better); ties by ndcg_at_k, then trial id.",
+        f"Validation metric that picks the best grid point: {selection_choices_text()}; ties by ndcg_at_k, "
+        "then trial id.",
         "Evaluation",
         type="string",
-        enum=list(C.SELECTION_METRICS),
+        enum=list(SELECTION_METRICS),
     )
     on_data_drift: str = _param(
         "fail",
@@ -336,6 +272,35 @@ class RunConfig:
         minimum=0,
         maximum=1,
     )
+    require_approval: bool = _param(
+        False,
+        "A model that passes the gate waits for a person's approval (Airflow's Required Actions) before it "
+        "becomes champion; rejected or unanswered, it stays a candidate.",
+        "Publishing",
+        type="boolean",
+    )
+    approval_timeout_hours: float = _param(
+        24.0,
+        "With require_approval: hours to wait for the decision before the model stays a candidate.",
+        "Publishing",
+        type="number",
+        exclusiveMinimum=0,
+        maximum=24 * 30,
+    )
+    batch_k: int = _param(
+        50,
+        "Tracks precomputed for every train user into the bundle's recommendations/ (played tracks excluded); 0 = off.",
+        "Publishing",
+        type="integer",
+        minimum=0,
+        maximum=1000,
+    )
+    batch_to_store: bool = _param(
+        False,
+        "Also bulk-load the batch recommendations into the results store's user_recommendations table.",
+        "Publishing",
+        type="boolean",
+    )
     fits_per_task: int = _param(
         1,
         "Grid points fitted in one Spark application (one mapped fit task). 1 = a task per point (own retry, "
@@ -343,7 +308,7 @@ class RunConfig:
         "Execution",
         type="integer",
         minimum=1,
-        maximum=1024,
+        maximum=MAX_MAPPED_TASKS,
     )
 
     @classmethod
@@ -377,11 +342,14 @@ class RunConfig:
             if spec.is_path:
                 setattr(self, spec.name, str(resolve_input_path(getattr(self, spec.name), name=spec.name)))
             else:
-                setattr(self, spec.name, _canonical(spec.schema, getattr(self, spec.name)))
+                setattr(self, spec.name, canonical(spec.schema, getattr(self, spec.name)))
         self.transforms = [t for t in C.TRANSFORMS if t in self.transforms]
         n = len(self.trials())
-        if n > 1024:
-            raise ParamError(f"grid has {n} points; Airflow maps at most 1024 tasks (max_map_length)")
+        if n > MAX_MAPPED_TASKS:
+            raise ParamError(
+                f"grid has {n} points; Airflow maps at most {MAX_MAPPED_TASKS} tasks (max_map_length): "
+                f"shorten ranks, reg_params, alphas or transforms"
+            )
 
     def trials(self) -> list[TrialSpec]:
         return [
@@ -395,49 +363,8 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-def check_param(spec: ParamSpec, value: Any) -> None:
-    """The trigger form's verdict on one value: the same JSON schema through the same validator."""
-    import jsonschema
-
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(spec.schema).iter_errors(value))
-    if error is not None:
-        where = "".join(f"[{p}]" for p in error.absolute_path)
-        message = f"{error.instance!r} is not allowed" if error.validator == "not" else error.message
-        raise ParamError(f"{spec.name}{where}: {message}. {spec.description}")
-
-
-def _canonical(schema: dict[str, Any], value: Any) -> Any:
-    """Valid values in one form: JSON's 10.0 is an integer, grid lists are sorted."""
-    if schema.get("type") == "array":
-        return sorted(_canonical(schema["items"], v) for v in value)
-    if schema.get("type") == "integer":
-        return int(value)
-    if schema.get("type") == "number":
-        return float(value)
-    return value
-
-
-def describe_schema(schema: dict[str, Any]) -> str:
-    """The allowed values of a schema in words, for the README table."""
-    if schema.get("type") == "array":
-        return f"list of {describe_schema(schema['items'])}" + (", no repeats" if schema.get("uniqueItems") else "")
-    if "enum" in schema:
-        return " / ".join(f"`{v}`" for v in schema["enum"])
-    kind = {"integer": "integer", "number": "number", "boolean": "true / false", "string": "text"}[schema["type"]]
-    if schema.get("minLength"):
-        kind = "non-empty text"
-    if "exclusiveMinimum" in schema:
-        low = f"> {schema['exclusiveMinimum']:g}"
-    else:
-        low = f">= {schema['minimum']:g}" if "minimum" in schema else ""
-    high = f"<= {schema['maximum']:g}" if "maximum" in schema else ""
-    bounds = ", ".join(b for b in (low, high) if b)
-    excluded = f", not {schema['not']['const']}" if "not" in schema else ""
-    return f"{kind} {bounds}{excluded}".strip()
-
-
 def params_markdown() -> str:
-    """The README's params table, generated from the RunConfig fields."""
+    """The params table of docs/params.md, generated from the RunConfig fields."""
     lines = ["| param | default | allowed | meaning |", "|---|---|---|---|"]
     for spec in RunConfig.param_specs():
         default = json.dumps(spec.default)

@@ -9,6 +9,11 @@ The Spark connection decides how the job runs:
 Either way the job writes its result at a run-scoped path the DAG chose (``SparkSubmitOperator.execute``
 returns nothing), and this operator returns that file. A job that failed on its input or params says
 so in the result (``music_recsys.pipeline.job``), and the task then fails without retries.
+
+``inputs_from`` reads ``application_args`` and ``result_path`` at run time from another task's XCom
+(keys ``<task_id>_args`` and ``<task_id>_result``) instead of through an XComArg: that task is then not a
+direct upstream, so a trigger rule such as ``all_done_min_one_success`` counts only the real upstreams
+(``evaluate`` must not start because ``prepare`` succeeded while every fit was lost).
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from typing import Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
-from music_recsys.pipeline.spark import spark_conf
+from music_recsys import settings
+from music_recsys.pipeline.spark import CONNECT_RETRY_SECONDS, spark_conf
 
 # What runs when the connection is not defined: Spark in the worker, on every core (the provider would
 # otherwise fall back to YARN).
@@ -34,17 +40,22 @@ class SparkJobOperator(SparkSubmitOperator):
 
     template_fields = (*SparkSubmitOperator.template_fields, "result_path", "grid_point")
 
-    def __init__(self, *, result_path: str, grid_point: str = "", **kwargs: Any) -> None:
+    def __init__(self, *, result_path: str = "", grid_point: str = "", inputs_from: str = "", **kwargs: Any) -> None:
+        if not result_path and not inputs_from:
+            raise ValueError(f"task {kwargs.get('task_id')!r}: give result_path, or inputs_from (a task id)")
         conf = {**spark_conf(), **(kwargs.pop("conf", None) or {})}
-        kwargs.setdefault("py_files", os.environ.get("RECSYS_PY_FILES") or None)
-        if os.environ.get("RECSYS_SPARK_CORES_MAX"):
+        kwargs.setdefault("py_files", settings.optional("RECSYS_PY_FILES"))
+        if settings.optional("RECSYS_SPARK_CORES_MAX"):
             # On a standalone cluster an app takes every free core unless capped.
-            kwargs.setdefault("total_executor_cores", int(os.environ["RECSYS_SPARK_CORES_MAX"]))
+            kwargs.setdefault("total_executor_cores", settings.integer("RECSYS_SPARK_CORES_MAX", minimum=1))
         super().__init__(conf=conf, **kwargs)
         self.result_path = result_path
         self.grid_point = grid_point
+        self.inputs_from = inputs_from
 
     def execute(self, context: Any) -> dict:
+        if self.inputs_from:
+            self.pull_inputs(context)
         connection = self.spark_connection()
         # A retry must not read the previous attempt's result.
         Path(self.result_path).unlink(missing_ok=True)
@@ -63,6 +74,19 @@ class SparkJobOperator(SparkSubmitOperator):
         if not result_file.exists():
             raise RuntimeError(f"{self.application} finished but wrote no result at {result_file}")
         return json.loads(result_file.read_text())
+
+    def pull_inputs(self, context: Any) -> None:
+        """``application_args`` and ``result_path`` from the XCom of ``inputs_from`` (see the module doc)."""
+        values = {}
+        for field in ("args", "result"):
+            key = f"{self.task_id}_{field}"
+            values[field] = context["ti"].xcom_pull(task_ids=self.inputs_from, key=key)
+            if values[field] is None:
+                raise RuntimeError(
+                    f"task {self.task_id!r}: no XCom {key!r} from task {self.inputs_from!r} in this run; "
+                    f"{self.inputs_from!r} must succeed (and return {key!r}) before {self.task_id!r} runs"
+                )
+        self.application_args, self.result_path = list(values["args"]), str(values["result"])
 
     def spark_connection(self) -> Any:
         """The Spark connection; only one that is not defined falls back to local Spark."""
@@ -88,7 +112,7 @@ class SparkJobOperator(SparkSubmitOperator):
         module = job.load_job(self.application)
         kwargs = vars(module.parse_args([str(a) for a in self.application_args or []]))
         url = SparkConnectHook(conn_id=self._conn_id).get_connection_url()
-        retry_seconds = float(connection.extra_dejson.get("retry_seconds", 60))
+        retry_seconds = float(connection.extra_dejson.get("retry_seconds", CONNECT_RETRY_SECONDS))
         self.log.info("running %s on Spark Connect %s", Path(self.application).name, url.split("/;")[0])
         with connect_session(url, retry_seconds=retry_seconds) as spark:
             for archive in (self.py_files or "").split(","):

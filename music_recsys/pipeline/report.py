@@ -8,6 +8,13 @@ from typing import Any
 
 from music_recsys import constants as C
 from music_recsys.data.drift import PROFILE_FIGURES
+from music_recsys.evaluation.catalogue import (
+    ALL_METRIC_NAMES,
+    METRIC_BY_NAME,
+    SEGMENT_METRIC_NAMES,
+    SELECTION_METRICS,
+    lower_is_better,
+)
 from music_recsys.store.layout import RunLayout, read_json, write_json
 
 
@@ -17,6 +24,23 @@ def _fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
+
+
+def _metric_header(names: tuple[str, ...]) -> str:
+    return " | ".join(METRIC_BY_NAME[name].label for name in names)
+
+
+def _metric_cells(row: dict[str, Any], names: tuple[str, ...]) -> str:
+    # Metrics that describe the lists (coverage, popularity) are shares read to 3 places; accuracy to 4.
+    return " | ".join(_fmt(row[name], 4 if METRIC_BY_NAME[name].accuracy else 3) for name in names)
+
+
+def _by_selection_metric(row: dict[str, Any], metric: str) -> tuple[bool, float]:
+    """Sort key: best first by ``metric`` in its direction, rows without a value last."""
+    value = row[metric]
+    if value is None:
+        return True, 0.0
+    return False, value if lower_is_better(metric) else -value
 
 
 def grid_plot(rows: list[dict], k: int, path: Path) -> Path | None:
@@ -83,9 +107,8 @@ def segment_plot(segments: list[dict], best_id: str, split: str, path: Path) -> 
     labels = [segment_label(s) for s in picked[best_id]]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     width = 0.38
-    for ax, (metric, title) in zip(
-        axes, (("map", "MAP (higher is better)"), ("mpr", "MPR (lower is better)")), strict=True
-    ):
+    for ax, metric in zip(axes, ("map", "mpr"), strict=True):
+        title = f"{METRIC_BY_NAME[metric].label} ({METRIC_BY_NAME[metric].direction} is better)"
         for i, (trial, color) in enumerate(((best_id, "tab:blue"), (C.POPULARITY_TRIAL_ID, "tab:grey"))):
             xs = [x + (i - 0.5) * width for x in range(len(picked[trial]))]
             ax.bar(xs, [s[metric] or 0.0 for s in picked[trial]], width, label=trial, color=color)
@@ -219,20 +242,14 @@ def write_report(
         *_publication_lines(publication),
         "## Best point and generalization",
         "",
-        "| model | split | MAP | MAP@k | precision@k | NDCG@k | graded NDCG@k | MPR | coverage@k "
-        "| rec. popularity | users |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| model | split | {_metric_header(ALL_METRIC_NAMES)} | users |",
+        "|---" * (len(ALL_METRIC_NAMES) + 3) + "|",
     ]
     test_rows = [r for r in rows if r["split"] == "test"]
     for r in [
         r for r in rows if r["split"] == "validation" and r["trial_id"] in {x["trial_id"] for x in test_rows}
     ] + test_rows:
-        lines.append(
-            f"| {r['trial_id']} | {r['split']} | {_fmt(r['map'])} | {_fmt(r['map_at_k'])} | "
-            f"{_fmt(r['precision_at_k'])} | {_fmt(r['ndcg_at_k'])} | {_fmt(r['ndcg_graded_at_k'])} | "
-            f"{_fmt(r['mpr'])} | {_fmt(r['coverage_at_k'], 3)} | {_fmt(r['mean_rec_popularity'], 3)} | "
-            f"{r['n_users']} |"
-        )
+        lines.append(f"| {r['trial_id']} | {r['split']} | {_metric_cells(r, ALL_METRIC_NAMES)} | {r['n_users']} |")
     by_segment = [
         s for s in evaluation["segments"] if s["split"] == "test" and s["trial_id"] in (best_id, C.POPULARITY_TRIAL_ID)
     ]
@@ -243,27 +260,29 @@ def write_report(
             "",
             "Users split into equal-share segments by the number of tracks they played in train.",
             "",
-            "| model | segment | users | MAP | NDCG@k | graded NDCG@k | MPR | rec. popularity |",
-            "|---|---|---|---|---|---|---|---|",
+            f"| model | segment | users | {_metric_header(SEGMENT_METRIC_NAMES)} |",
+            "|---" * (len(SEGMENT_METRIC_NAMES) + 3) + "|",
         ]
         for seg in sorted(by_segment, key=lambda s: (s["trial_id"] != best_id, s["segment"])):
             lines.append(
-                f"| {seg['trial_id']} | {segment_label(seg)} | {seg['n_users']} | {_fmt(seg['map'])} | "
-                f"{_fmt(seg['ndcg_at_k'])} | {_fmt(seg['ndcg_graded_at_k'])} | {_fmt(seg['mpr'])} | "
-                f"{_fmt(seg['mean_rec_popularity'], 3)} |"
+                f"| {seg['trial_id']} | {segment_label(seg)} | {seg['n_users']} | "
+                f"{_metric_cells(seg, SEGMENT_METRIC_NAMES)} |"
             )
     lines += [
         "",
         "## All trials (validation)",
         "",
-        "| trial | rank | regParam | alpha | transform | status | MAP | precision@k | NDCG@k | MPR | fit s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"Best first by {evaluation['selection_metric']}, the run's selection metric.",
+        "",
+        f"| trial | rank | regParam | alpha | transform | status | {_metric_header(SELECTION_METRICS)} | fit s |",
+        "|---" * (len(SELECTION_METRICS) + 7) + "|",
     ]
-    for r in sorted((r for r in rows if r["split"] == "validation"), key=lambda r: -(r["map"] or -1)):
+    validation_rows = (r for r in rows if r["split"] == "validation")
+    for r in sorted(validation_rows, key=lambda r: _by_selection_metric(r, evaluation["selection_metric"])):
         lines.append(
             f"| {r['trial_id']} | {_fmt(r['rank'])} | {_fmt(r['reg_param'], 3)} | {_fmt(r['alpha'], 3)} | "
-            f"{r['transform']} | {r['status']} | {_fmt(r['map'])} | {_fmt(r['precision_at_k'])} | "
-            f"{_fmt(r['ndcg_at_k'])} | {_fmt(r['mpr'])} | {_fmt(r['fit_seconds'], 1)} |"
+            f"{r['transform']} | {r['status']} | {_metric_cells(r, SELECTION_METRICS)} | "
+            f"{_fmt(r['fit_seconds'], 1)} |"
         )
     lines += [
         "",
@@ -296,7 +315,7 @@ def write_report(
     lines += ["", "## Figures", "", *(f"![{png.stem}]({png.name})" for png in plots)]
     report_md = out / "report.md"
     report_md.write_text("\n".join(lines) + "\n")
-    headline = ("map", "precision_at_k", "ndcg_at_k", "ndcg_graded_at_k", "mpr", "coverage_at_k", "mean_rec_popularity")
+    headline = ALL_METRIC_NAMES
     summary = {
         "run_id": plan["run_id"],
         "run_dir": plan["run_dir"],

@@ -15,12 +15,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from music_recsys import settings
+
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-# JVM flags of the driver and executors, chosen on an ALS fit (bench/RESULTS.md, "ALS tuning"): the
-# throughput collector instead of G1, and the Java Vector API for netlib's pure-Java BLAS.
-JAVA_OPTIONS = os.environ.get("RECSYS_SPARK_JAVA_OPTIONS", "-XX:+UseParallelGC --add-modules=jdk.incubator.vector")
+# How long a Spark Connect client retries an unavailable server (long enough to ride out a server
+# restart); a ``spark_connect`` connection's ``retry_seconds`` extra overrides it.
+CONNECT_RETRY_SECONDS = 60.0
+
+
+def executor_java_options() -> str:
+    """JVM flags of the driver and executors (``RECSYS_SPARK_JAVA_OPTIONS``), chosen on an ALS fit
+    (bench/RESULTS.md, "ALS tuning"): the throughput collector instead of G1, and the Java Vector API
+    for netlib's pure-Java BLAS."""
+    return settings.text("RECSYS_SPARK_JAVA_OPTIONS")
 
 
 # A JVM that cannot use the archive (another JDK or classpath) would say so in every task log.
@@ -29,7 +38,7 @@ CDS_QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"
 
 def cds_path() -> Path:
     """Where the class-data-sharing archive of the jobs' driver JVM lives (``harness.cds``)."""
-    return Path(os.environ.get("RECSYS_SPARK_CDS_ARCHIVE") or Path(sys.prefix) / "spark-classes.jsa")
+    return Path(settings.optional("RECSYS_SPARK_CDS_ARCHIVE") or Path(sys.prefix) / "spark-classes.jsa")
 
 
 def cds_archive() -> str | None:
@@ -40,9 +49,11 @@ def cds_archive() -> str | None:
 
 
 def java_options() -> str:
-    """The driver's JVM flags: ``JAVA_OPTIONS``, plus the class-data-sharing archive when there is one."""
+    """The driver's JVM flags: ``executor_java_options()``, plus the class-data-sharing archive when there
+    is one."""
+    flags = executor_java_options()
     archive = cds_archive()
-    return f"{JAVA_OPTIONS} -XX:SharedArchiveFile={archive} {CDS_QUIET}" if archive else JAVA_OPTIONS
+    return f"{flags} -XX:SharedArchiveFile={archive} {CDS_QUIET}" if archive else flags
 
 
 # Session-level settings, the only ones a Spark Connect client can set (the rest belong to the server).
@@ -57,25 +68,25 @@ def spark_conf() -> dict[str, str]:
     """
     conf = {
         # Small data on few cores: Spark's default 200 shuffle partitions are mostly scheduling overhead.
-        "spark.sql.shuffle.partitions": os.environ.get("RECSYS_SHUFFLE_PARTITIONS", "8"),
+        "spark.sql.shuffle.partitions": settings.text("RECSYS_SHUFFLE_PARTITIONS"),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         # Batch jobs need no UI, and a UI per concurrent client-mode driver exhausts ports past 16 drivers.
-        "spark.ui.enabled": os.environ.get("RECSYS_SPARK_UI", "false"),
+        "spark.ui.enabled": settings.text("RECSYS_SPARK_UI"),
         "spark.ui.showConsoleProgress": "false",
         # Task logs stay readable: Spark's INFO lines would drown the job's own output.
-        "spark.log.level": os.environ.get("RECSYS_SPARK_LOG_LEVEL", "WARN"),
-        "spark.driver.memory": os.environ.get("RECSYS_DRIVER_MEMORY", "2g"),
+        "spark.log.level": settings.text("RECSYS_SPARK_LOG_LEVEL"),
+        "spark.driver.memory": settings.text("RECSYS_DRIVER_MEMORY"),
         "spark.driver.extraJavaOptions": java_options(),
-        "spark.executor.extraJavaOptions": JAVA_OPTIONS,
+        "spark.executor.extraJavaOptions": executor_java_options(),
         # The driver runs in this process's environment (client mode); executors may have another Python.
         "spark.pyspark.driver.python": sys.executable,
-        "spark.pyspark.python": os.environ.get("RECSYS_SPARK_PYTHON", sys.executable),
+        "spark.pyspark.python": settings.text("RECSYS_SPARK_PYTHON"),
     }
-    if os.environ.get("RECSYS_SPARK_DRIVER_HOST"):
-        conf["spark.driver.host"] = os.environ["RECSYS_SPARK_DRIVER_HOST"]
-    if os.environ.get("RECSYS_SPARK_EVENT_LOG_DIR"):  # for the Spark history server
+    if driver_host := settings.optional("RECSYS_SPARK_DRIVER_HOST"):
+        conf["spark.driver.host"] = driver_host
+    if event_log_dir := settings.optional("RECSYS_SPARK_EVENT_LOG_DIR"):  # for the Spark history server
         conf["spark.eventLog.enabled"] = "true"
-        conf["spark.eventLog.dir"] = os.environ["RECSYS_SPARK_EVENT_LOG_DIR"]
+        conf["spark.eventLog.dir"] = event_log_dir
     return conf
 
 
@@ -87,7 +98,7 @@ def get_spark(app_name: str) -> SparkSession:
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
         # Not under spark-submit (tests, benchmarks, debugging): a local master with the job settings.
         # Under spark-submit the JVM exists already and master, name and settings come from the submit.
-        builder = builder.master(os.environ.get("RECSYS_SPARK_MASTER", "local[*]")).appName(app_name)
+        builder = builder.master(settings.text("RECSYS_SPARK_MASTER")).appName(app_name)
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # UDF workers need this package
         for key, value in spark_conf().items():
             builder = builder.config(key, value)
@@ -95,7 +106,7 @@ def get_spark(app_name: str) -> SparkSession:
 
 
 @contextlib.contextmanager
-def connect_session(url: str, retry_seconds: float = 60.0) -> Iterator[SparkSession]:
+def connect_session(url: str, retry_seconds: float = CONNECT_RETRY_SECONDS) -> Iterator[SparkSession]:
     """A new Spark Connect client session at ``url`` (``sc://host:port/...``) with the job settings.
 
     The client retries an unavailable server for about ``retry_seconds`` (long enough to ride out a
@@ -153,7 +164,7 @@ def is_connect(spark: SparkSession) -> bool:
 def set_checkpoint_dir(spark: SparkSession, path: str) -> None:
     """Without a checkpoint dir ALS ignores ``checkpointInterval`` and its lineage grows unbounded.
 
-    A Connect client cannot set it: the server's ``spark.checkpoint.dir`` applies (README, Spark Connect).
+    A Connect client cannot set it: the server's ``spark.checkpoint.dir`` applies (docs/spark-modes.md).
     """
     if not is_connect(spark):
         spark.sparkContext.setCheckpointDir(path)

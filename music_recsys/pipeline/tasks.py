@@ -9,11 +9,8 @@ A failure that retrying cannot fix (bad params, a data check that fails) raises 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -158,62 +155,45 @@ def _read_parquet_dir(path: Path, columns: list[str]):
     return ds.dataset(str(path), format="parquet").to_table(columns=columns)
 
 
-def query_vectors(layout: RunLayout, trial: dict[str, Any], n_users: int, max_queries: int, seed: int) -> np.ndarray:
-    """Factors of the validation users (a seeded sample of at most ``max_queries``)."""
+def _search_queries(layout: RunLayout, trial: dict[str, Any], n_users: int, max_queries: int, seed: int) -> np.ndarray:
+    """The trial's validation users' factors, sampled by ``music_recsys.evaluation.search.query_vectors``."""
+    from music_recsys.evaluation.search import query_vectors
     from music_recsys.store.bundle import dense_factors
 
-    users = np.unique(_read_parquet_dir(layout.index_dir / "validation", [C.USER_IDX])[C.USER_IDX].to_numpy())
+    users = _read_parquet_dir(layout.index_dir / "validation", [C.USER_IDX])[C.USER_IDX].to_numpy()
     factors = dense_factors(Path(trial["out_dir"]) / "user_factors", n_users, trial["rank"])
-    vectors = factors[users[np.any(factors[users] != 0, axis=1)]]
-    if len(vectors) > max_queries:
-        vectors = vectors[np.random.default_rng(seed).choice(len(vectors), max_queries, replace=False)]
-    return vectors
+    return query_vectors(users, factors, max_queries, seed)
 
 
 def fast_search(plan: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
     """Annoy vs exact search on the best trial's factors; rows saved for ``record``."""
-    from music_recsys.evaluation.search import ANNOY_METRICS, frontier, operating_point, sweep
+    from music_recsys.evaluation.search import better_metric, frontier, operating_point, search_rows, sweep
 
     config = run_config(plan)
     layout = RunLayout(plan["run_dir"])
     best = evaluation.get("best_trial_id")
     if best is None:
-        raise ValueError("no successful ALS trial to search over (see the evaluate task's result)")
+        # Deterministic: the DAG's gate keeps evaluate from running without a fit, so this is a bug or a
+        # hand-made call, and a retry cannot help.
+        raise InputError("no successful ALS trial to search over (see the evaluate task's result)")
     trial = next(t for t in plan["trials"] if t["trial_id"] == best)
     items = np.load(Path(trial["out_dir"]) / "item_factors.npy")
     n_users = read_json(layout.stage_result("index"))["n_users"]
-    queries = query_vectors(layout, trial, n_users, config.annoy_max_queries, config.seed)
+    queries = _search_queries(layout, trial, n_users, config.annoy_max_queries, config.seed)
     ks = sorted({min(config.k, len(items)), min(C.SERVING_K, len(items))})
     layout.search_dir.mkdir(parents=True, exist_ok=True)
     measurements = sweep(
         items, queries, ks, config.annoy_trees, config.annoy_search_k, config.seed, workdir=layout.search_dir
     )
     points = {k: operating_point(measurements, k, config.annoy_target_recall) for k in ks}
-
-    def is_operating_point(m) -> bool:
-        p = points[m.k]
-        return bool(p["found"]) and (m.metric, m.n_trees, m.search_k, m.candidates) == (
-            p["metric"],
-            p["n_trees"],
-            p["search_k"],
-            p["candidates"],
-        )
-
-    rows = [{**asdict(m), "trial_id": best, "is_operating_point": is_operating_point(m)} for m in measurements]
-    write_json(layout.search_dir / "ann_trials.json", rows)
-    # Which metric serves better: the faster one at the target recall, else the one reaching higher recall.
-    per_metric = {m: operating_point(measurements, ks[-1], config.annoy_target_recall, [m]) for m in ANNOY_METRICS}
-    max_recall = {m: max(x.recall for x in measurements if x.metric == m and x.k == ks[-1]) for m in ANNOY_METRICS}
-    better = max(ANNOY_METRICS, key=lambda m: (per_metric[m]["found"], per_metric[m].get("qps", 0.0), max_recall[m]))
+    write_json(layout.search_dir / "ann_trials.json", search_rows(measurements, points, best))
     summary = {
         "trial_id": best,
         "n_items": int(len(items)),
         "n_queries": int(len(queries)),
         "operating_points": {str(k): p for k, p in points.items()},
         "frontier": {str(k): frontier(measurements, k) for k in ks},
-        "max_recall_by_metric": max_recall,
-        "qps_at_target_by_metric": {m: p.get("qps") for m, p in per_metric.items()},
-        "better_metric": better,
+        **better_metric(measurements, ks[-1], config.annoy_target_recall),
         "rows_path": str(layout.search_dir / "ann_trials.json"),
     }
     write_json(layout.stage_result("fast_search"), summary)
@@ -234,51 +214,20 @@ def als_rows(evaluation: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
 
 
 def record(plan: dict[str, Any], evaluation: dict[str, Any], search: dict[str, Any], url: str | None = None) -> dict:
-    """Upsert every trial, segment and search row of this run into the results store."""
+    """Upsert every trial, segment and search row of this run into the results store, in one transaction."""
     run_id = plan["run_id"]
     store = _store(url)
     try:
-        n_als = store.upsert_als_trials(als_rows(evaluation, run_id))
-        n_segments = store.upsert("als_segments", [{**row, "run_id": run_id} for row in evaluation["segments"]])
-        n_ann = store.upsert_ann_trials([{**row, "run_id": run_id} for row in read_json(search["rows_path"])])
+        counts = store.upsert_together(
+            {
+                "als_trials": als_rows(evaluation, run_id),
+                "als_segments": [{**row, "run_id": run_id} for row in evaluation["segments"]],
+                "ann_trials": [{**row, "run_id": run_id} for row in read_json(search["rows_path"])],
+            }
+        )
     finally:
         store.close()
-    return {
-        "als_trials": n_als,
-        "als_segments": n_segments,
-        "ann_trials": n_ann,
-        "store": str(store.engine.url.render_as_string(hide_password=True)),
-    }
-
-
-def _row(evaluation: dict[str, Any], trial_id: str | None, split: str) -> dict[str, Any] | None:
-    return next((r for r in evaluation["rows"] if r["trial_id"] == trial_id and r["split"] == split), None)
-
-
-def data_fingerprint(ingest: dict[str, Any]) -> dict[str, Any]:
-    """Input paths and their row, user and track counts, with a hash: models with the same hash were
-    trained and tested on the same data."""
-    splits = {
-        split: {
-            "path": ingest["splits"][split]["path"],
-            **{key: ingest["splits"][split]["profile"][key] for key in ("rows", "users", "tracks")},
-        }
-        for split in C.SPLITS
-    }
-    digest = hashlib.sha256(json.dumps(splits, sort_keys=True).encode()).hexdigest()
-    return {"splits": splits, "sample_fraction": ingest["sample_fraction"], "hash": digest}
-
-
-def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("music-recsys", "pyspark", "annoy", "numpy", "apache-airflow"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+    return {**counts, "store": str(store.engine.url.render_as_string(hide_password=True))}
 
 
 def publish(
@@ -292,6 +241,7 @@ def publish(
     from music_recsys.pipeline.config import data_root
     from music_recsys.store import registry
     from music_recsys.store.bundle import dense_factors, model_version, models_dir, played_csr, write_bundle
+    from music_recsys.store.card import CARD_SETTINGS, data_fingerprint, model_card, result_row
 
     config = run_config(plan)
     layout = RunLayout(plan["run_dir"])
@@ -315,43 +265,20 @@ def publish(
     if point and point["found"]:
         keys = ("metric", "n_trees", "search_k", "candidates", "k", "recall", "qps", "p50_ms", "p99_ms", "exact_qps")
         annoy = {key: point[key] for key in keys}
-    metrics = ("map", "map_at_k", "precision_at_k", "ndcg_at_k", "recall_at_k", "ndcg_graded_at_k", "mpr")
     fingerprint = data_fingerprint(ingest)
-    validation, test = _row(evaluation, best, "validation"), _row(evaluation, best, "test")
-    pop_validation = _row(evaluation, C.POPULARITY_TRIAL_ID, "validation")
-    pop_test = _row(evaluation, C.POPULARITY_TRIAL_ID, "test")
-    card = {
-        "version": version,
-        "run_id": plan["run_id"],
-        "trial_id": best,
-        "logical_date": plan["logical_date"],
-        "created_at": datetime.now(UTC).isoformat(),
-        "params": {
-            "rank": rank,
-            "reg_param": trial["reg_param"],
-            "alpha": trial["alpha"],
-            "transform": trial["transform"],
-            "nonnegative": config.nonnegative,
-            "drop_threshold": config.drop_threshold,
-            "max_iter": config.max_iter,
-            "seed": config.seed,
-        },
-        "selection_metric": evaluation["selection_metric"],
-        "k": evaluation["k"],
-        "exclude_seen": evaluation["exclude_seen"],
-        "metrics": {
-            "validation": {m: validation[m] for m in metrics},
-            "test": {m: test[m] for m in metrics} if test else None,
-        },
-        "popularity": {
-            "validation": {m: pop_validation[m] for m in metrics},
-            "test": {m: pop_test[m] for m in metrics} if pop_test else None,
-        },
-        "data": fingerprint,
-        "n_users": n_users,
-        "n_items": n_items,
-        "libraries": library_versions(),
-    }
+    settings = {name: getattr(config, name) for name in CARD_SETTINGS}
+    card = model_card(
+        version=version,
+        plan=plan,
+        trial=trial,
+        settings=settings,
+        evaluation=evaluation,
+        fingerprint=fingerprint,
+        n_users=n_users,
+        n_items=n_items,
+    )
+    validation, test = result_row(evaluation, best, "validation"), result_row(evaluation, best, "test")
+    pop_test = result_row(evaluation, C.POPULARITY_TRIAL_ID, "test")
     labels = {key: Path(path) for key, path in index["labels"].items()}
     path = write_bundle(models_dir(data_root()) / version, arrays, labels, card, annoy, config.seed)
     candidate = {

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from music_recsys.evaluation.search import open_index, query_vector
+from music_recsys.evaluation.topk import rerank, top_k_one
 from music_recsys.model.foldin import fold_in
 from music_recsys.store.bundle import ANNOY_FILE, load_arrays, read_labels, verify_bundle
 
@@ -50,15 +52,13 @@ class ServingModel:
         norms = np.linalg.norm(self.item_factors, axis=1)
         self.unit_items = self.item_factors / np.where(norms > 0, norms, 1.0)[:, None]
         self.has_factors = norms > 0
+        self.no_factors = np.flatnonzero(~self.has_factors)
         self.by_popularity = np.argsort(-self.popularity, kind="stable")
         self.serving = self.card.get("serving")
         self.annoy = None
         if self.serving:
-            from annoy import AnnoyIndex
-
-            dim = self.item_factors.shape[1] + (1 if self.serving["metric"] == "angular_ip" else 0)
-            self.annoy = AnnoyIndex(dim, "angular" if self.serving["metric"] == "angular_ip" else "dot")
-            self.annoy.load(str(self.folder / ANNOY_FILE))  # mmap: shared with any other process
+            rank = self.item_factors.shape[1]
+            self.annoy = open_index(self.folder / ANNOY_FILE, rank, self.serving["metric"])  # mmap: shared
             self.candidate_factor = max(1, self.serving["candidates"] // self.serving["k"])
         self.load_seconds = time.perf_counter() - started
 
@@ -79,15 +79,7 @@ class ServingModel:
     # --- ranking ---------------------------------------------------------------------------------
 
     def exact_top_k(self, vector: np.ndarray, k: int, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        scores = self.item_factors @ vector
-        if len(exclude):
-            scores[exclude] = -np.inf
-        k = min(k, int(np.isfinite(scores).sum()))
-        if k <= 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return top, scores[top]
+        return top_k_one(self.item_factors, vector, k, exclude)
 
     def approximate_top_k(
         self, vector: np.ndarray, k: int, exclude: np.ndarray
@@ -97,15 +89,13 @@ class ServingModel:
         wanted = k * self.candidate_factor + len(exclude)
         # search_k grows with the candidates asked for, keeping the measured recall per candidate.
         search_k = max(self.serving["search_k"], self.serving["search_k"] * wanted // self.serving["candidates"])
-        query = np.append(vector, np.float32(0.0)) if self.serving["metric"] == "angular_ip" else vector
+        query = query_vector(vector, self.serving["metric"])
         candidates = np.asarray(self.annoy.get_nns_by_vector(query, wanted, search_k=search_k), dtype=np.int64)
         if len(exclude):
             candidates = candidates[~np.isin(candidates, exclude)]
         if len(candidates) < min(k, len(self.item_factors) - len(exclude)):
             return None
-        scores = self.item_factors[candidates] @ vector
-        order = np.argsort(-scores, kind="stable")[:k]
-        return candidates[order], scores[order]
+        return rerank(self.item_factors, vector, candidates, k)
 
     def popular(self, k: int, exclude: np.ndarray) -> Recommendation:
         """The most played tracks in train, without ``exclude``: for a listener the model cannot place."""
@@ -168,10 +158,6 @@ class ServingModel:
         index = self.track_index[track_id]
         if not self.has_factors[index]:
             raise UnknownId(f"track {track_id!r} has no factors in model {self.version} (its transform dropped it)")
-        scores = self.unit_items @ self.unit_items[index]
-        scores[index] = -np.inf
-        scores[~self.has_factors] = -np.inf
-        k = min(k, int(np.isfinite(scores).sum()))
-        top = np.argpartition(-scores, k - 1)[:k] if 0 < k < len(scores) else np.flatnonzero(np.isfinite(scores))
-        top = top[np.argsort(-scores[top], kind="stable")][:k]
-        return [(self.track_ids[i], float(scores[i])) for i in top]
+        # Itself and tracks without factors (cosine undefined) are never similar.
+        top, scores = top_k_one(self.unit_items, self.unit_items[index], k, np.append(self.no_factors, index))
+        return [(self.track_ids[i], float(s)) for i, s in zip(top, scores, strict=True)]

@@ -10,12 +10,16 @@ gate, held back by policy), ``rejected`` (failed the gate), ``retired`` (a forme
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from music_recsys.pipeline.config import RunConfig
 from music_recsys.store.results import ResultsStore, models
 
 CHAMPION, CANDIDATE, REJECTED, RETIRED = "champion", "candidate", "rejected", "retired"
@@ -23,13 +27,17 @@ CHAMPION, CANDIDATE, REJECTED, RETIRED = "champion", "candidate", "rejected", "r
 TIE = 1e-9
 
 
+# The publishing params' defaults are RunConfig's: the gate a caller gets without params is the run's.
+_RUN_DEFAULTS = {spec.name: spec.default for spec in RunConfig.param_specs()}
+
+
 @dataclass(frozen=True)
 class Policy:
-    """The run's publishing params."""
+    """The run's publishing params (defaults: the ``RunConfig`` params of the same names)."""
 
-    promote: bool = True
-    min_lift_over_popularity: float = 1.1
-    max_regression: float = 0.05
+    promote: bool = _RUN_DEFAULTS["promote"]
+    min_lift_over_popularity: float = _RUN_DEFAULTS["min_lift_over_popularity"]
+    max_regression: float = _RUN_DEFAULTS["max_regression"]
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,8 @@ def publish(store: ResultsStore, candidate: dict[str, Any], policy: Policy) -> t
         if current is not None and current["model_version"] == candidate["model_version"]:
             return Decision(CHAMPION, current["reason"]), current
         decision = decide(candidate, current, policy)
+        if decision.promoted and _held_for_approval.get():
+            decision = Decision(CANDIDATE, f"{AWAITING_APPROVAL}; the gate passed it: {decision.reason}")
         row = {k: v for k, v in candidate.items() if k in columns}
         row.update(status=REJECTED if decision.status == REJECTED else CANDIDATE, reason=decision.reason)
         row.setdefault("created_at", now)
@@ -147,6 +157,38 @@ def publish(store: ResultsStore, candidate: dict[str, Any], policy: Policy) -> t
         if decision.promoted:
             _set_champion(conn, row["model_version"], now)
         return decision, current
+
+    return store.transaction(work)
+
+
+# require_approval: a model that passes the gate waits as a candidate until a person decides
+# (music_recsys.ui.approval); the run's publish task registers it inside ``holding_for_approval()``.
+AWAITING_APPROVAL = "awaiting a person's approval (require_approval)"
+_held_for_approval: ContextVar[bool] = ContextVar("held_for_approval", default=False)
+
+
+@contextlib.contextmanager
+def holding_for_approval() -> Iterator[None]:
+    """Within the block, ``publish`` registers a model that would be promoted as a candidate awaiting
+    approval instead; the gate's other outcomes are unchanged."""
+    token = _held_for_approval.set(True)
+    try:
+        yield
+    finally:
+        _held_for_approval.reset(token)
+
+
+def set_candidate_reason(store: ResultsStore, version: str, reason: str) -> dict[str, Any]:
+    """Record why a candidate stays one (a person rejected it, or nobody decided in time)."""
+
+    def work(conn: sa.Connection) -> dict[str, Any]:
+        row = conn.execute(sa.select(models).where(models.c.model_version == version)).first()
+        if row is None:
+            raise LookupError(f"no model version {version!r} in the registry")
+        if row._mapping["status"] != CANDIDATE:
+            raise LookupError(f"model {version} is {row._mapping['status']}, not a candidate; its reason stays")
+        conn.execute(sa.update(models).where(models.c.model_version == version).values(reason=reason))
+        return {**dict(row._mapping), "reason": reason}
 
     return store.transaction(work)
 

@@ -3,7 +3,8 @@
 Tables: ``als_trials`` (one row per grid point and the popularity baseline per split per run),
 ``als_segments`` (the same metrics per segment of users by train history length), ``ann_trials`` (one row
 per search configuration per k per run), ``data_profiles`` (one row per run and split: what the data
-check saw) and ``models`` (the registry: ``music_recsys.store.registry``).
+check saw), ``models`` (the registry: ``music_recsys.store.registry``) and ``user_recommendations`` (a
+model version's batch recommendations: ``music_recsys.store.recommendations``).
 
 The store is the Airflow connection ``recsys_results``; when it is not defined, a SQLite file under the
 data root (the embedded default). Writes are upserts keyed on the run and the trial / search
@@ -21,9 +22,16 @@ from typing import Any
 import sqlalchemy as sa
 
 from music_recsys import constants as C
+from music_recsys.evaluation.catalogue import METRICS, Metric
 from music_recsys.pipeline.config import data_root
 
 metadata = sa.MetaData()
+
+
+def _metric_columns(metrics: Iterable[Metric]) -> list[sa.Column]:
+    """One float column per catalogue metric, its definition as the column comment."""
+    return [sa.Column(m.name, sa.Float, comment=m.definition) for m in metrics]
+
 
 als_trials = sa.Table(
     "als_trials",
@@ -39,15 +47,7 @@ als_trials = sa.Table(
     sa.Column("k", sa.Integer),
     sa.Column("exclude_seen", sa.Boolean),
     sa.Column("nonnegative", sa.Boolean, comment="ALS factors constrained to >= 0 (NNLS); null for popularity"),
-    sa.Column("map", sa.Float, comment="Spark RankingMetrics.meanAveragePrecision (full list, not cut at k)"),
-    sa.Column("map_at_k", sa.Float, comment="Spark RankingMetrics.meanAveragePrecisionAt(k)"),
-    sa.Column("precision_at_k", sa.Float, comment="Spark RankingMetrics.precisionAt(k)"),
-    sa.Column("ndcg_at_k", sa.Float, comment="Spark RankingMetrics.ndcgAt(k), binary relevance"),
-    sa.Column("recall_at_k", sa.Float, comment="Spark RankingMetrics.recallAt(k)"),
-    sa.Column("ndcg_graded_at_k", sa.Float, comment="NDCG@k, gain log(1 + held-out count), discount 1/log2(pos+1)"),
-    sa.Column("mpr", sa.Float, comment="expected percentile rank weighted by held-out count; 0 perfect, 0.5 random"),
-    sa.Column("coverage_at_k", sa.Float, comment="share of tracks in at least one user's top k"),
-    sa.Column("mean_rec_popularity", sa.Float, comment="mean popularity percentile of recommended tracks"),
+    *_metric_columns(METRICS),
     sa.Column("selection_metric", sa.String(40), comment="validation metric that picked is_best"),
     sa.Column("n_users", sa.Integer),
     sa.Column("n_cold_users", sa.Integer),
@@ -94,14 +94,7 @@ als_segments = sa.Table(
     sa.Column("min_history", sa.Integer, comment="tracks played in train, inclusive"),
     sa.Column("max_history", sa.Integer, comment="inclusive; null = no upper bound"),
     sa.Column("n_users", sa.Integer),
-    sa.Column("map", sa.Float),
-    sa.Column("map_at_k", sa.Float),
-    sa.Column("precision_at_k", sa.Float),
-    sa.Column("ndcg_at_k", sa.Float),
-    sa.Column("recall_at_k", sa.Float),
-    sa.Column("ndcg_graded_at_k", sa.Float),
-    sa.Column("mpr", sa.Float),
-    sa.Column("mean_rec_popularity", sa.Float),
+    *_metric_columns(m for m in METRICS if m.per_segment),
     sa.Column("recorded_at", sa.DateTime(timezone=True)),
 )
 
@@ -159,7 +152,19 @@ models = sa.Table(
     ),
 )
 
-TABLES = {t.name: t for t in (als_trials, als_segments, ann_trials, data_profiles, models)}
+# Batch recommendations of a model version (batch_to_store), bulk-loaded by
+# music_recsys.store.recommendations.load: replaced whole per version, never upserted row by row.
+user_recommendations = sa.Table(
+    "user_recommendations",
+    metadata,
+    sa.Column("model_version", sa.String(100), primary_key=True),
+    sa.Column("user_id", sa.String(250), primary_key=True),
+    sa.Column("rank", sa.Integer, primary_key=True, comment="1 = best"),
+    sa.Column("track_id", sa.String(250), nullable=False),
+    sa.Column("score", sa.Float, nullable=False, comment="inner product; train listeners for a popularity fallback"),
+)
+
+TABLES = {t.name: t for t in (als_trials, als_segments, ann_trials, data_profiles, models, user_recommendations)}
 
 
 def results_url() -> str:
@@ -236,12 +241,13 @@ class ResultsStore:
                 time.sleep(self.backoff_seconds * attempt)
         return None
 
-    def _upsert(self, table: sa.Table, rows: Iterable[Mapping[str, Any]]) -> int:
+    def _upsert_statement(self, table: sa.Table, rows: Iterable[Mapping[str, Any]]) -> tuple[Any, int]:
+        """The ``INSERT … ON CONFLICT DO UPDATE`` of ``rows`` (None when there are none), and their count."""
         names = {c.name for c in table.columns}
         now = datetime.now(UTC)
         clean = [{**{k: v for k, v in row.items() if k in names}, "recorded_at": now} for row in rows]
         if not clean:
-            return 0
+            return None, 0
         keys = [c.name for c in table.primary_key.columns]
         columns = sorted({k for row in clean for k in row})
         clean = [{c: row.get(c) for c in columns} for row in clean]
@@ -249,8 +255,23 @@ class ResultsStore:
         stmt = stmt.on_conflict_do_update(
             index_elements=keys, set_={c: stmt.excluded[c] for c in columns if c not in keys}
         )
-        self._with_retry(lambda conn: conn.execute(stmt))
-        return len(clean)
+        return stmt, len(clean)
+
+    def _upsert(self, table: sa.Table, rows: Iterable[Mapping[str, Any]]) -> int:
+        return self.upsert_together({table.name: rows})[table.name]
+
+    def upsert_together(self, rows_by_table: Mapping[str, Iterable[Mapping[str, Any]]]) -> dict[str, int]:
+        """Upsert rows into several tables in one transaction: a store that drops midway leaves all of
+        them as they were (the retry starts over), never some tables written and others not."""
+        statements = {name: self._upsert_statement(TABLES[name], rows) for name, rows in rows_by_table.items()}
+
+        def work(conn) -> None:
+            for stmt, _ in statements.values():
+                if stmt is not None:
+                    conn.execute(stmt)
+
+        self._with_retry(work)
+        return {name: n for name, (_, n) in statements.items()}
 
     def upsert_als_trials(self, rows: Iterable[Mapping[str, Any]]) -> int:
         return self._upsert(als_trials, rows)

@@ -10,22 +10,22 @@ removed too, never the champion's and never the previous champion's (what a roll
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from music_recsys import settings
 from music_recsys.store.layout import RunLayout, read_json, write_json
 
-DEFAULT_KEEP = 5
 STALE_SECONDS = 24 * 3600
 PRUNED_MARKER = "pruned.json"
 
 
 def keep_runs() -> int:
-    return max(1, int(os.environ.get("RECSYS_KEEP_RUNS", DEFAULT_KEEP)))
+    """How many recent runs (and bundles) stay whole: ``RECSYS_KEEP_RUNS``, at least 1."""
+    return max(1, settings.integer("RECSYS_KEEP_RUNS"))
 
 
 def folder_bytes(path: Path) -> int:

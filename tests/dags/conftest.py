@@ -33,7 +33,8 @@ def embedded(databases, airflow_db, tiny_data) -> Embedded:
 def reference_run(embedded):
     """Run 1, spark-submit (the default mode): its fit of VICTIM is SIGKILLed mid-run once."""
     with kill_when(lambda: fit_processes(VICTIM), sigkill) as killed:
-        dagrun = embedded.run({**paths("tiny"), **GRID})
+        # batch_to_store: its batch recommendations also go to the results PostgreSQL (test_dag_e2e.py).
+        dagrun = embedded.run({**paths("tiny"), **GRID, "batch_to_store": True})
     return {"dagrun": dagrun, "killed": killed}
 
 

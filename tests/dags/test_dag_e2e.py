@@ -180,3 +180,66 @@ def test_the_served_api_answers_from_the_champion(served, reference_run, embedde
     status, similar = _call(f"{served.base_url}/tracks/{track}/similar?k=5")
     assert status == 200 and len(similar["items"]) == 5 and track not in {i["track_id"] for i in similar["items"]}
     assert all(-1.0 <= i["score"] <= 1.0 for i in similar["items"])
+
+
+def test_the_run_precomputes_every_train_users_recommendations(reference_run, embedded):
+    from pathlib import Path
+
+    from music_recsys.store import recommendations as recs
+
+    dagrun = reference_run["dagrun"]
+    tis = task_instances(dagrun)
+    for task_id in ("plan_batch_recommendations", "batch_recommendations", "store_recommendations"):
+        assert {ti.state for ti in tis[task_id]} == {"success"}, task_id
+    bundle = Path(run_summary(dagrun.run_id)["model"]["path"])
+    entry = recs.verify(bundle)  # rows and checksum in model.json match the files
+    card = read_json(bundle / "model.json")
+    lists: dict[str, list[dict]] = {}
+    for row in recs.read_table(bundle).to_pylist():
+        lists.setdefault(row["user_id"], []).append(row)
+    train = pq.read_table(run_dir(dagrun.run_id) / "ingest" / "train", columns=["user_id", "track_id"]).to_pylist()
+    played: dict[str, set[str]] = {}
+    for row in train:
+        played.setdefault(row["user_id"], set()).add(row["track_id"])
+    assert set(lists) == set(played) and entry["users"] == card["n_users"] == len(played)  # every train user
+    assert entry["k"] == 50 and entry["rows"] == sum(map(len, lists.values()))
+    for user, rows in lists.items():
+        assert [r["rank"] for r in rows] == list(range(1, min(50, card["n_items"] - len(played[user])) + 1))
+        assert not {r["track_id"] for r in rows} & played[user], user
+        scores = [r["score"] for r in rows]
+        assert scores == sorted(scores, reverse=True)
+
+    # batch_to_store: the same rows in PostgreSQL, and a rerun of the task leaves them as they are.
+    store = ResultsStore(embedded.results_url)
+    try:
+        stored = recs.stored_rows(store, card["version"])
+        results = run_dir(dagrun.run_id) / "results"
+        plan, batch = read_json(run_dir(dagrun.run_id) / "plan.json"), read_json(results / "batch_recommendations.json")
+        again = recs.store_for_run(plan, batch, embedded.results_url)
+        assert again["rows"] == entry["rows"] == len(stored)
+        assert recs.stored_rows(store, card["version"]) == stored
+    finally:
+        store.close()
+    first = lists[stored[0]["user_id"]][0]
+    assert (stored[0]["rank"], stored[0]["track_id"]) == (1, first["track_id"])
+    assert stored[0]["score"] == pytest.approx(first["score"], rel=1e-6)
+
+
+def test_the_served_api_answers_the_precomputed_lists(served, reference_run, embedded):
+    from pathlib import Path
+
+    from music_recsys.store import recommendations as recs
+
+    store = ResultsStore(embedded.results_url)
+    champion = registry.champion(store)
+    store.close()
+    version = champion["model_version"]
+    wait_until(lambda: served.get("/healthz")["model_version"] == version, 10, f"the API serving {version}", 0.2)
+    lists: dict[str, list[dict]] = {}
+    for row in recs.read_table(Path(champion["path"])).to_pylist():
+        lists.setdefault(row["user_id"], []).append(row)
+    for user in sorted(lists)[:: max(1, len(lists) // 20)]:  # 20 users spread over the id range
+        status, answer = _call(f"{served.base_url}/users/{user}/recommendations?k=50&exact=true")
+        assert status == 200 and answer["model_version"] == version
+        assert [i["track_id"] for i in answer["items"]] == [r["track_id"] for r in lists[user]], user
+        assert [i["score"] for i in answer["items"]] == pytest.approx([r["score"] for r in lists[user]], rel=1e-5)

@@ -66,16 +66,29 @@ def test_every_stage_is_a_task(dag):
         "fast_search",
         "record",
         "publish",
+        "approve_model",
+        "settle",
         "report",
         "announce_champion",
+        "plan_batch_recommendations",
+        "batch_recommendations",
+        "store_recommendations",
         "finish",
     }
     assert dag.get_task("check_data").upstream_task_ids == {"prepare", "ingest"}
     assert dag.get_task("index").upstream_task_ids >= {"check_data"}  # no fit before the data check
     assert dag.get_task("evaluate").upstream_task_ids >= {"fit"}
     assert dag.get_task("publish").upstream_task_ids >= {"record", "fast_search", "evaluate", "check_data"}
-    assert dag.get_task("report").upstream_task_ids >= {"publish", "record"}
-    assert dag.get_task("finish").upstream_task_ids == {"report", "announce_champion", "prepare"}
+    # With require_approval the model waits in approve_model; settle reads the decision (skipped = none asked).
+    assert dag.get_task("approve_model").upstream_task_ids == {"publish"}
+    assert dag.get_task("settle").upstream_task_ids == {"publish", "approve_model"}
+    assert dag.get_task("settle").trigger_rule == "none_failed"
+    assert dag.get_task("report").upstream_task_ids >= {"settle", "record"}
+    assert dag.get_task("announce_champion").upstream_task_ids == {"settle"}
+    finish_after = {"report", "announce_champion", "prepare", "store_recommendations"}
+    assert dag.get_task("finish").upstream_task_ids == finish_after
+    assert dag.get_task("batch_recommendations").upstream_task_ids == {"plan_batch_recommendations"}
+    assert dag.get_task("plan_batch_recommendations").upstream_task_ids == {"prepare", "publish"}
     assert dag.get_task("finish").trigger_rule == "none_failed"  # a skipped announcement is not a failure
 
 

@@ -1,9 +1,12 @@
 """Airflow as a deployment runs it — api-server, scheduler (LocalExecutor, PostgreSQL metadata) and
 dag-processor on loopback, every Spark stage on the session's Spark Connect server (a task process is
-then a thin client, so the three full runs stay quick):
+then a thin client, so the four full runs stay quick):
 
 - the trigger form, filled in headless Chromium with a small grid, runs to success (screenshots under
   test-artifacts/ui/);
+- the recommender plugin's pages in the UI (simple auth manager, users admin and viewer): the champion
+  on "Recommender", a run's "Recsys results" tab with its best MAP, a rollback by the admin, no action for
+  the viewer; and a `require_approval` run that waits until it is approved through the REST API;
 - `airflow backfill create` plans one run per weekly date, and executes two dates at once, each on its
   own data partition (`drops/{{ ds }}/…`), with rows for both in the results store; no scheduled run
   starts when the DAG is unpaused.
@@ -20,13 +23,17 @@ import json
 import os
 import re
 import shutil
+import urllib.parse
+import urllib.request
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+import harness.airflow
+from harness import screenshots as ui
 from harness.airflow import local_airflow
-from harness.services import airflow_uri, free_port
+from harness.services import airflow_uri, free_port, get_json, wait_until
 from music_recsys import constants as C
 from music_recsys.data import generate
 from music_recsys.pipeline.config import run_dir
@@ -52,7 +59,7 @@ CONF = {
 
 
 @contextlib.contextmanager
-def _stack(databases, connect_server, tmp_path_factory, **env: str):
+def _stack(databases, connect_server, tmp_path_factory, port: int | None = None, **env: str):
     results_url = databases.create()
     env = {
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": databases.create().replace("postgresql://", "postgresql+psycopg2://"),
@@ -61,15 +68,37 @@ def _stack(databases, connect_server, tmp_path_factory, **env: str):
         "RECSYS_RETRIES": "0",
         **env,
     }
-    with local_airflow(tmp_path_factory.mktemp("airflow-services"), free_port(), env) as airflow:
+    with local_airflow(tmp_path_factory.mktemp("airflow-services"), port or free_port(), env) as airflow:
         airflow.unpause()
         yield {"airflow": airflow, "results_url": results_url}
 
 
+def _as_admin(base_url: str):
+    """``get_json`` with an admin's JWT for ``base_url``: the UI stack has real logins, so the harness's
+    REST calls log in too (a refused token request counts as "not up yet" while the server starts)."""
+    tokens: list[str] = []
+
+    def get(url: str, timeout: float = 30) -> dict:
+        if not url.startswith(base_url):
+            return get_json(url, timeout)
+        if not tokens:
+            tokens.append(ui.token(base_url, "admin"))
+        request = urllib.request.Request(url, headers={"authorization": f"Bearer {tokens[0]}"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.load(response)
+
+    return get
+
+
 @pytest.fixture(scope="module")
 def ui_stack(databases, connect_server, tiny_data, tmp_path_factory):
-    with _stack(databases, connect_server, tmp_path_factory, RECSYS_SCHEDULE_CRON="") as stack:
-        yield stack
+    # The recommender plugin from plugins/, and Airflow's simple auth manager with two real users.
+    env = {**ui.ui_env(tmp_path_factory.mktemp("ui-auth")), "RECSYS_SCHEDULE_CRON": ""}
+    port = free_port()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(harness.airflow, "get_json", _as_admin(f"http://127.0.0.1:{port}"))
+        with _stack(databases, connect_server, tmp_path_factory, port=port, **env) as stack:
+            yield stack
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +129,8 @@ def test_trigger_form_runs_a_small_grid(ui_stack):
             args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"],
         )  # fmt: skip
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context, page = ui.login(browser, airflow.base_url, "admin")  # the stack has real logins
         context.grant_permissions(["clipboard-read", "clipboard-write"], origin=airflow.base_url)
-        page = context.new_page()
         page.goto(f"{airflow.base_url}/dags/music_recsys", wait_until="networkidle")
         page.get_by_role("button", name="Trigger").first.click()
         dialog = page.locator("[role=dialog][data-state=open]")
@@ -114,6 +142,8 @@ def test_trigger_form_runs_a_small_grid(ui_stack):
             "Grid": {"ranks": [4], "reg_params": [0.1], "alphas": [5.0], "transforms": "none", "max_iter": "3"},
             "Evaluation": {"k": "20"},
             "Fast search": {"annoy_trees": [2], "annoy_search_k": [100]},
+            # No lift required: this first model becomes champion, the plugin tests roll back to it.
+            "Publishing": {"min_lift_over_popularity": "0"},
         }
         for section, fields in sections.items():
             dialog.get_by_role("button", name=section, exact=True).click()
@@ -151,6 +181,123 @@ def test_trigger_form_runs_a_small_grid(ui_stack):
         page.screenshot(path=str(ARTIFACTS / "grid_view.png"), full_page=True)
         browser.close()
     assert (ARTIFACTS / "grid_view.png").stat().st_size > 20_000
+
+
+# The same small grid as the form's, on the same data: the gate is opened wide (no lift, any regression)
+# so the model reaches the approval step whatever its MAP.
+APPROVAL_CONF = {
+    **{f"{split}_path": f"tiny/{split}.parquet" for split in ("train", "validation", "test")},
+    **GRID,
+    "transforms": ["none"],
+    "k": 20,
+    "max_iter": 3,
+    "min_lift_over_popularity": 0,
+    "max_regression": 1,
+    "require_approval": True,
+}
+
+
+def _api(airflow, path: str, method: str = "GET", body: dict | None = None, user: str = "admin") -> dict:
+    request = urllib.request.Request(
+        f"{airflow.base_url}/api/v2/{path}",
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"authorization": f"Bearer {ui.token(airflow.base_url, user)}", "content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def test_a_run_that_requires_approval_waits_until_approved_through_the_api(ui_stack):
+    airflow = ui_stack["airflow"]
+    run_id = airflow.trigger(APPROVAL_CONF, "manual__require_approval")
+
+    def state(task_id: str) -> str | None:
+        return next((t["state"] for t in airflow.task_instances(run_id) if t["task_id"] == task_id), None)
+
+    wait_until(lambda: state("approve_model") == "awaiting_input", 900, f"run {run_id} asking for approval", 3)
+    publication = json.loads((run_dir(run_id) / "results" / "publish.json").read_text())
+    store = ResultsStore(ui_stack["results_url"])
+    try:
+        version = publication["version"]
+        assert publication["awaiting_approval"] and registry.get(store, version)["status"] == "candidate"
+        assert (registry.champion(store) or {}).get("model_version") != version  # nothing served yet
+        quoted = urllib.parse.quote(run_id, safe="")
+        hitl = f"dags/music_recsys/dagRuns/{quoted}/taskInstances/approve_model/-1/hitlDetails"
+        detail = _api(airflow, hitl)
+        assert detail["subject"] == f"Promote model {version} to champion?"
+        assert f"| candidate `{version}` |" in detail["body"] and "**Data check:**" in detail["body"]
+        assert state("finish") not in ("success", "skipped")  # the run waits
+        with pytest.raises(urllib.error.HTTPError) as refused:  # a viewer may not answer
+            _api(airflow, hitl, "PATCH", {"chosen_options": ["Approve"]}, user="viewer")
+        assert refused.value.code == 403
+        _api(airflow, hitl, "PATCH", {"chosen_options": ["Approve"]})
+        wait_until(lambda: state("finish") == "success", 600, f"run {run_id} finished after the approval", 3)
+        champion = registry.champion(store)
+        assert champion["model_version"] == version and champion["reason"].startswith("approved by admin")
+        assert state("announce_champion") == "success"
+    finally:
+        store.close()
+
+
+def test_the_recommender_pages_in_the_browser(ui_stack):
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            raise RuntimeError("chromium is not installed (.ci/run installs Debian's chromium)")
+        pytest.skip("Debian's chromium is not installed")
+    from playwright.sync_api import sync_playwright
+
+    airflow = ui_stack["airflow"]
+    base = airflow.base_url
+    store = ResultsStore(ui_stack["results_url"])
+    try:
+        champion = registry.champion(store)
+        earlier = [m for m in registry.all_models(store) if m["status"] == "retired" and not m["bundle_removed_at"]]
+        assert champion and earlier, "needs the trigger-form run's model, retired by the approved one (run in order)"
+        target = earlier[0]
+        trials = store.fetch("als_trials", target["run_id"])
+        best = next(r for r in trials if r["is_best"] and r["split"] == "validation")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        with sync_playwright() as p:
+            browser = ui.launch(p)
+            context, page = ui.login(browser, base, "admin")
+            page.goto(f"{base}/dags/music_recsys", wait_until="networkidle")
+            page.get_by_role("link", name="Recommender").first.click()
+            frame = ui.plugin_frame(page)
+            assert frame.locator("#champion-version").inner_text() == champion["model_version"]
+            page.screenshot(path=str(ARTIFACTS / "recommender.png"), full_page=True)
+            # The finished run's tab: its best trial's MAP as als_trials holds it.
+            run_url = f"{base}/dags/music_recsys/runs/{urllib.parse.quote(target['run_id'], safe='')}"
+            page.goto(run_url, wait_until="networkidle")
+            tab = page.get_by_role("tab", name="Recsys results").or_(page.get_by_role("link", name="Recsys results"))
+            tab.first.click()
+            frame = ui.plugin_frame(page)
+            assert frame.locator("#best-trial").inner_text() == best["trial_id"]
+            assert frame.locator("#best-map").inner_text() == f"{best['map']:.4f}"
+            page.screenshot(path=str(ARTIFACTS / "run_tab.png"), full_page=True)
+            # The admin rolls back to the earlier model, after the confirmation.
+            page.goto(f"{base}/plugin/recommender", wait_until="networkidle")
+            frame = ui.plugin_frame(page)
+            frame.locator(f'tr[data-version="{target["model_version"]}"] a.button').click()
+            frame.locator("#confirm").click()
+            frame.locator("#flash").wait_for(timeout=30_000)
+            rolled_back = registry.champion(store)
+            assert rolled_back["model_version"] == target["model_version"], rolled_back
+            assert rolled_back["reason"] == "rolled back to by admin in the Airflow UI"
+            assert frame.locator("#champion-version").inner_text() == target["model_version"]
+            context.close()
+            # The viewer reads the same page without any action, and a POST from its session is refused.
+            context, page = ui.login(browser, base, "viewer")
+            page.goto(f"{base}/plugin/recommender", wait_until="networkidle")
+            frame = ui.plugin_frame(page)
+            assert frame.locator("#read-only").is_visible() and frame.locator("a.button").count() == 0
+            page.screenshot(path=str(ARTIFACTS / "recommender_viewer.png"), full_page=True)
+            refused = context.request.post(f"{base}/recsys/models/{champion['model_version']}/promote", form={})
+            assert refused.status == 403
+            browser.close()
+        assert registry.champion(store)["model_version"] == target["model_version"]
+    finally:
+        store.close()
 
 
 def test_backfill_over_a_grid_plans_every_week(scheduler):

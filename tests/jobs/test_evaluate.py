@@ -1,156 +1,118 @@
-"""Evaluation bookkeeping: the selection rule, trials without results, summing segments, segment labels."""
+"""The evaluate job: its CLI (choices from the metric catalogue, no hidden default) and its metric path held to
+Spark RankingMetrics and RankingEvaluator."""
 
 from __future__ import annotations
 
-import json
-
+import numpy as np
 import pytest
 
-from jobs.evaluate import load_trials, pick_best, segment_labels, summarise
-from music_recsys.evaluation.scoring import COVERAGE_SEGMENT, USER_SUMS
+from jobs.evaluate import parse_args
+
+REQUIRED = ["--index-dir", "idx", "--plan", "plan.json", "--k", "10", "--result", "out.json"]
 
 
-def _row(trial_id, map_, ndcg, transform="none", status="success", split="validation", model="als"):
-    return {
-        "trial_id": trial_id,
-        "map": map_,
-        "ndcg_at_k": ndcg,
-        "transform": transform,
-        "status": status,
-        "split": split,
-        "model": model,
-    }
+def test_selection_metric_is_required():
+    with pytest.raises(SystemExit):
+        parse_args(REQUIRED)
 
 
-def test_best_by_map_then_ndcg_then_id():
+@pytest.mark.parametrize("metric", ["map", "ndcg_at_k", "ndcg_graded_at_k", "mpr"])
+def test_selection_metric_choices_are_the_catalogue_s(metric):
+    assert parse_args([*REQUIRED, "--selection-metric", metric]).selection_metric == metric
+
+
+def test_a_metric_that_cannot_select_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        parse_args([*REQUIRED, "--selection-metric", "coverage_at_k"])
+    assert "invalid choice: 'coverage_at_k'" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def held_out(spark, tmp_path_factory):
+    """Users with factors, played (train) and held-out tracks; two users without factors (cold)."""
+    from music_recsys import constants as C
+    from music_recsys.evaluation.scoring import popularity_percentiles, segment_boundaries
+
+    rng = np.random.default_rng(20)
+    n_users, n_items, rank = 70, 60, 4
+    users = np.abs(rng.normal(size=(n_users, rank))).astype(np.float32)
+    items = np.abs(rng.normal(size=(n_items, rank))).astype(np.float32)
+    seen = [np.sort(rng.choice(n_items, size=int(rng.integers(0, 15)), replace=False)) for _ in range(n_users)]
+    # Held-out tracks overlap the played ones for some users, as a re-listen does.
+    relevant = [np.sort(rng.choice(n_items, size=int(rng.integers(1, 12)), replace=False)) for _ in range(n_users)]
+    counts = [rng.integers(1, 9, size=len(r)) for r in relevant]
+    cold = {3, 40}
+    work = tmp_path_factory.mktemp("parity")
+    np.save(work / "items.npy", items)
+    np.save(work / "popularity.npy", popularity_percentiles(rng.integers(0, 50, n_items).astype(np.float64)))
+    # The columns the job's truth frame has (held-out tracks and counts, train plays, train history length).
+    schema = f"{C.USER_IDX} int, relevant array<int>, counts array<bigint>, seen array<int>, n_train int"
     rows = [
-        _row("popularity", 0.9, 0.9, model="popularity"),  # never the best ALS point
-        _row("a", 0.2, 0.5),
-        _row("b", 0.2, 0.6),  # MAP tie: NDCG decides
-        _row("c", 0.3, 0.1, status="failed"),  # failures never win
-        _row("d", 0.25, 0.1, split="test"),  # only validation counts
-        _row("e", 0.1, 0.9, transform="log1p"),
+        (u, relevant[u].tolist(), counts[u].tolist(), seen[u].tolist() or None, len(seen[u])) for u in range(n_users)
     ]
-    assert pick_best(rows)["trial_id"] == "b"
-    assert pick_best(rows, transform="log1p")["trial_id"] == "e"
-    assert pick_best(rows, transform="drop") is None
-    assert pick_best([_row("x", 0.1, 0.1, status="failed")]) is None
-
-
-def test_trials_without_a_result_are_missing(tmp_path):
-    done = tmp_path / "done.json"
-    done.write_text(json.dumps({"status": "success", "fit_seconds": 1.5}))
-    failed = tmp_path / "failed.json"
-    failed.write_text(json.dumps({"status": "failed", "error": "ValueError: boom"}))
-    plan = {
-        "trials": [
-            {"trial_id": "a", "result": str(done)},
-            {"trial_id": "b", "result": str(failed)},
-            {"trial_id": "c", "result": str(tmp_path / "never.json")},
-        ]
-    }
-    by_id = {t["trial_id"]: t for t in load_trials(plan)}
-    assert by_id["a"]["status"] == "success" and by_id["a"]["fit_seconds"] == 1.5
-    assert by_id["b"]["status"] == "failed" and by_id["b"]["error"] == "ValueError: boom"
-    assert by_id["c"]["status"] == "missing" and "no result" in by_id["c"]["error"]
-
-
-def _mpr_row(trial_id, mpr, ndcg, map_=0.0, status="success", split="validation", model="als"):
-    return {**_row(trial_id, map_, ndcg, status=status, split=split, model=model), "mpr": mpr}
-
-
-def test_best_by_mpr_is_the_lowest_then_ndcg_then_id():
-    rows = [
-        _mpr_row("popularity", 0.01, 0.9, model="popularity"),  # never the best ALS point
-        _mpr_row("a", 0.20, 0.5, map_=0.9),  # best MAP, worse MPR
-        _mpr_row("b", 0.10, 0.1),
-        _mpr_row("c", 0.05, 0.9, status="failed"),  # failures never win
-        _mpr_row("d", 0.02, 0.9, split="test"),  # only validation counts
-        _mpr_row("e", None, 0.9),  # no metric: not a candidate
-    ]
-    assert pick_best(rows, "mpr")["trial_id"] == "b"
-    assert pick_best(rows, "map")["trial_id"] == "a"
-    # MPR tie: the higher NDCG@k wins.
-    tied = [*rows, _mpr_row("f", 0.10, 0.3)]
-    assert pick_best(tied, "mpr")["trial_id"] == "f"
-    # MPR and NDCG tie: trial id decides; the rule takes the maximum of the key, so the larger id wins.
-    full_tie = [*tied, _mpr_row("g", 0.10, 0.3), _mpr_row("ab", 0.10, 0.3)]
-    assert pick_best(full_tie, "mpr")["trial_id"] == "g"
-    assert pick_best(list(reversed(full_tie)), "mpr")["trial_id"] == "g"
-
-
-def _sums(**values):
-    return {**dict.fromkeys(USER_SUMS, 0.0), **values}
-
-
-def test_summarise_forms_means_and_ratios_from_segment_sums():
-    groups = [
-        # Given out of order: segments come back sorted.
-        {
-            "segment": 1,
-            "n_users": 4,
-            "n_cold_users": 0,
-            "item_counts": [],
-            **_sums(map=1.2, ndcg_at_k=2.0, ndcg_graded_at_k=1.0, mpr_num=1.0, mpr_den=10.0, rec_pop_sum=0.5, n_recs=4),
-        },
-        {
-            "segment": COVERAGE_SEGMENT,
-            "n_users": 2,  # the per-batch coverage rows: never users
-            "n_cold_users": 0,
-            "item_counts": [[1, 0, 0, 2, 0], [0, 0, 0, 1, 0]],
-            **_sums(),
-        },
-        {
-            "segment": 0,
-            "n_users": 2,
-            "n_cold_users": 1,
-            "item_counts": [],
-            **_sums(
-                map=0.6, ndcg_at_k=0.4, ndcg_graded_at_k=None, mpr_num=3.0, mpr_den=10.0, rec_pop_sum=1.5, n_recs=4
-            ),
-        },
-    ]
-    overall, segments = summarise(groups, n_items=5)
-    # Users 4 + 2 = 6: map (1.2 + 0.6) / 6 = 0.3; ndcg (2.0 + 0.4) / 6 = 0.4; graded (1.0 + None -> 0) / 6.
-    assert overall["n_users"] == 6 and overall["n_cold_users"] == 1
-    assert overall["map"] == pytest.approx(0.3)
-    assert overall["ndcg_at_k"] == pytest.approx(0.4)
-    assert overall["ndcg_graded_at_k"] == pytest.approx(1 / 6)
-    assert overall["precision_at_k"] == 0.0
-    # mpr = sum num / sum den = (1 + 3) / (10 + 10) = 0.2, not the mean of 0.1 and 0.3 per user count.
-    assert overall["mpr"] == pytest.approx(0.2)
-    # mean_rec_popularity = (0.5 + 1.5) / (4 + 4) = 0.25.
-    assert overall["mean_rec_popularity"] == pytest.approx(0.25)
-    # item counts [1, 0, 0, 3, 0]: 2 of 5 items recommended -> 0.4.
-    assert overall["coverage_at_k"] == pytest.approx(0.4)
-
-    assert [s["segment"] for s in segments] == [0, 1]
-    light, medium = segments
-    assert light["n_users"] == 2 and medium["n_users"] == 4
-    assert light["map"] == pytest.approx(0.3) and medium["map"] == pytest.approx(0.3)
-    assert light["ndcg_at_k"] == pytest.approx(0.2) and medium["ndcg_at_k"] == pytest.approx(0.5)
-    assert light["mpr"] == pytest.approx(0.3) and medium["mpr"] == pytest.approx(0.1)
-    assert light["mean_rec_popularity"] == pytest.approx(0.375) and medium["mean_rec_popularity"] == pytest.approx(
-        0.125
+    truth = spark.createDataFrame(rows, schema)
+    factors = spark.createDataFrame(
+        [(u, users[u].tolist()) for u in range(n_users) if u not in cold], "id int, features array<float>"
     )
+    return {
+        "truth": truth,
+        "factors": factors,
+        "users": users,
+        "items": items,
+        "seen": seen,
+        "relevant": relevant,
+        "cold": cold,
+        "boundaries": segment_boundaries(np.array([len(s) for s in seen])),
+        "items_path": str(work / "items.npy"),
+        "popularity_path": str(work / "popularity.npy"),
+    }
 
 
-def test_summarise_without_held_out_plays_or_recommendations_gives_none():
-    group = {"segment": 0, "n_users": 1, "n_cold_users": 1, "item_counts": [], **_sums()}
-    overall, _ = summarise([group], n_items=3)
-    assert overall["mpr"] is None and overall["mean_rec_popularity"] is None
-    assert overall["coverage_at_k"] == 0.0
-    assert overall["map"] == 0.0
+@pytest.mark.spark
+@pytest.mark.parametrize(("k", "exclude_seen"), [(10, True), (5, False), (80, True)])
+def test_production_metrics_match_spark_ranking_metrics(spark, held_out, k, exclude_seen):
+    """The evaluation's own path (mapInPandas -> score_block -> ranking_metrics -> summarise) against Spark's
+    RankingMetrics and RankingEvaluator on the same recommendation lists; k=80 is past the catalogue."""
+    from pyspark.ml.evaluation import RankingEvaluator
+    from pyspark.mllib.evaluation import RankingMetrics
 
+    from jobs.evaluate import score_split
+    from music_recsys.evaluation.topk import top_k
 
-def test_segment_labels_names_and_ranges():
-    assert segment_labels([3, 6]) == [
-        {"segment": 0, "name": "light", "min_history": 0, "max_history": 3},
-        {"segment": 1, "name": "medium", "min_history": 4, "max_history": 6},
-        {"segment": 2, "name": "heavy", "min_history": 7, "max_history": None},
-    ]
-    assert segment_labels([1]) == [
-        {"segment": 0, "name": "segment 1", "min_history": 0, "max_history": 1},
-        {"segment": 1, "name": "segment 2", "min_history": 2, "max_history": None},
-    ]
-    assert segment_labels([]) == [{"segment": 0, "name": "segment 1", "min_history": 0, "max_history": None}]
+    d = held_out
+    overall, _ = score_split(
+        spark,
+        d["truth"],
+        d["boundaries"],
+        d["factors"],
+        d["items_path"],
+        d["popularity_path"],
+        k,
+        exclude_seen,
+        len(d["items"]),
+    )
+    assert overall["n_users"] == len(d["users"]) and overall["n_cold_users"] == len(d["cold"])
+    lists = top_k(d["users"], d["items"], k, exclude=d["seen"] if exclude_seen else None)
+    # A cold user gets an empty list: every Spark metric 0 for them, as in our rows.
+    pairs = [([] if u in d["cold"] else lists[u].tolist(), d["relevant"][u].tolist()) for u in range(len(d["users"]))]
+    spark_metrics = RankingMetrics(spark.sparkContext.parallelize(pairs, 3))
+    assert overall["map"] == pytest.approx(spark_metrics.meanAveragePrecision, abs=1e-9)
+    assert overall["map_at_k"] == pytest.approx(spark_metrics.meanAveragePrecisionAt(k), abs=1e-9)
+    assert overall["precision_at_k"] == pytest.approx(spark_metrics.precisionAt(k), abs=1e-9)
+    assert overall["ndcg_at_k"] == pytest.approx(spark_metrics.ndcgAt(k), abs=1e-9)
+    assert overall["recall_at_k"] == pytest.approx(spark_metrics.recallAt(k), abs=1e-9)
+    assert 0.0 < overall["map"] < 1.0  # a case where the comparison means something
+
+    frame = spark.createDataFrame(
+        [([float(i) for i in p], [float(i) for i in r]) for p, r in pairs],
+        "prediction array<double>, label array<double>",
+    )
+    evaluator = RankingEvaluator(k=k)
+    for ours, name in (
+        ("map", "meanAveragePrecision"),
+        ("map_at_k", "meanAveragePrecisionAtK"),
+        ("precision_at_k", "precisionAtK"),
+        ("ndcg_at_k", "ndcgAtK"),
+        ("recall_at_k", "recallAtK"),
+    ):
+        assert overall[ours] == pytest.approx(evaluator.setMetricName(name).evaluate(frame), abs=1e-9), name

@@ -7,15 +7,24 @@ import pytest
 
 from music_recsys.evaluation.search import (
     AnnoySearcher,
+    SearchMeasurement,
+    annoy_dim,
+    annoy_index_metric,
     augment_for_angular,
     augment_query,
-    exact_top_k_single,
+    better_metric,
     frontier,
+    index_vectors,
     meaningful_search_k,
+    open_index,
     operating_point,
+    query_vector,
+    query_vectors,
     recall,
+    search_rows,
     sweep,
 )
+from music_recsys.evaluation.topk import top_k_one
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +45,7 @@ class ExactSearcher:
         self.items = items
 
     def query(self, vector, k, search_k=-1):
-        return exact_top_k_single(self.items, vector, k).tolist()
+        return top_k_one(self.items, vector, k)[0].tolist()
 
     def close(self):
         pass
@@ -134,3 +143,70 @@ def test_sweep_rows_and_operating_point(catalogue, tmp_path):
     assert all(a["recall"] >= b["recall"] and a["qps"] < b["qps"] for a, b in zip(front, front[1:], strict=False))
     impossible = operating_point([r for r in rows if r.search_k != 5000], 50, 1.01)
     assert impossible["found"] is False and "no Annoy configuration" in impossible["message"]
+
+
+@pytest.mark.parametrize(("metric", "annoy_metric", "dim"), [("dot", "dot", 6), ("angular_ip", "angular", 7)])
+def test_one_metric_mapping_for_building_querying_and_loading(catalogue, tmp_path, metric, annoy_metric, dim):
+    items, queries = catalogue
+    assert annoy_index_metric(metric) == annoy_metric and annoy_dim(6, metric) == dim
+    assert index_vectors(items, metric).shape == (len(items), dim)
+    assert query_vector(queries[0], metric).shape == (dim,)
+    built = AnnoySearcher(items, metric, n_trees=2, seed=3, path=tmp_path / "i.ann")
+    # What serving loads (open_index) answers as what was built.
+    loaded = open_index(tmp_path / "i.ann", 6, metric)
+    q = query_vector(queries[0], metric)
+    assert loaded.get_nns_by_vector(q, 10, search_k=50) == built.query(queries[0], 10, search_k=50)
+    loaded.unload()
+    built.close()
+
+
+def test_unknown_annoy_metric_is_refused_with_the_choices(catalogue, tmp_path):
+    with pytest.raises(ValueError, match=r"Annoy metric 'euclidean': choose from \('dot', 'angular_ip'\)"):
+        annoy_index_metric("euclidean")
+    with pytest.raises(ValueError, match="'cosine'"):
+        AnnoySearcher(catalogue[0], "cosine", n_trees=1, seed=1, path=tmp_path / "x.ann")
+
+
+def test_query_vectors_skip_users_without_factors_and_sample_with_the_seed():
+    factors = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [3.0, 3.0], [4.0, 0.0]], dtype=np.float32)
+    # Validation rows repeat users; user 0 has no factors; user 4 is not in validation.
+    users = np.array([2, 0, 1, 2, 3, 3])
+    np.testing.assert_array_equal(query_vectors(users, factors, 10, seed=1), factors[[1, 2, 3]])
+    sample = query_vectors(users, factors, 2, seed=1)
+    assert len(sample) == 2 and all(any((row == factors[u]).all() for u in (1, 2, 3)) for row in sample)
+    np.testing.assert_array_equal(sample, query_vectors(users, factors, 2, seed=1))
+
+
+def _m(metric, recall, qps, k=10, n_trees=1, search_k=100, candidates=10):
+    return SearchMeasurement(metric, n_trees, search_k, k, candidates, recall, qps, 1.0, 1.0, 2.0, 0.1, 10, 100, 5)
+
+
+def test_better_metric_is_the_faster_at_target_else_the_higher_recall():
+    exact = [_m("exact", 1.0, 100.0), _m("exact_batched", 1.0, 1000.0)]
+    both_reach = [*exact, _m("dot", 0.95, 500.0), _m("angular_ip", 0.99, 800.0), _m("dot", 0.5, 9000.0)]
+    chosen = better_metric(both_reach, 10, 0.9)
+    assert chosen["better_metric"] == "angular_ip"
+    assert chosen["qps_at_target_by_metric"] == {"dot": 500.0, "angular_ip": 800.0}
+    assert chosen["max_recall_by_metric"] == {"dot": 0.95, "angular_ip": 0.99}
+    # Only dot reaches the target: dot, however fast angular is.
+    one_reaches = [*exact, _m("dot", 0.92, 10.0), _m("angular_ip", 0.8, 5000.0)]
+    assert better_metric(one_reaches, 10, 0.9)["better_metric"] == "dot"
+    assert better_metric(one_reaches, 10, 0.9)["qps_at_target_by_metric"]["angular_ip"] is None
+    # Neither reaches it: the higher recall wins.
+    neither = [*exact, _m("dot", 0.6, 10.0), _m("angular_ip", 0.7, 1.0)]
+    assert better_metric(neither, 10, 0.9)["better_metric"] == "angular_ip"
+
+
+def test_search_rows_flag_only_the_operating_point():
+    rows = [
+        _m("exact", 1.0, 100.0),
+        _m("exact_batched", 1.0, 1000.0),
+        _m("dot", 0.95, 500.0),
+        _m("dot", 0.99, 50.0, search_k=500),
+    ]
+    points = {10: operating_point(rows, 10, 0.9)}
+    flagged = search_rows(rows, points, "t1")
+    assert [r["is_operating_point"] for r in flagged] == [False, False, True, False]
+    assert all(r["trial_id"] == "t1" for r in flagged) and flagged[2]["qps"] == 500.0
+    unreachable = {10: operating_point(rows, 10, 1.5)}
+    assert not any(r["is_operating_point"] for r in search_rows(rows, unreachable, "t1"))

@@ -1,4 +1,4 @@
-"""Run configuration: path confinement, bounds, enums, the grid, and the params table in the README."""
+"""Run configuration: path confinement, bounds, enums, the grid (the params table: tests/harness/test_docs.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from music_recsys.pipeline.config import (
     RunConfig,
     TrialSpec,
     describe_schema,
-    params_markdown,
     resolve_input_path,
     safe_run_id,
 )
@@ -126,15 +125,6 @@ def test_every_param_has_a_schema_description_and_section():
         assert describe_schema(spec.schema), spec.name
         names.add(spec.name)
     assert {"train_path", "ranks", "k", "sample_fraction", "annoy_trees", "annoy_search_k"} <= names
-
-
-def test_readme_params_table_is_the_generated_one():
-    """The README's table is `music-recsys params` output: one source, no copy that can drift."""
-    readme = (REPO / "README.md").read_text()
-    start, end = "<!-- params:start -->\n", "\n<!-- params:end -->"
-    assert start in readme and end in readme, "README lacks the params table markers"
-    table = readme[readme.index(start) + len(start) : readme.index(end)]
-    assert table == params_markdown(), "README params table is stale: paste `music-recsys params` output"
 
 
 def test_trial_ids_and_run_ids_are_path_safe():

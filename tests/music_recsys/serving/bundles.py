@@ -1,7 +1,10 @@
-"""The small hand-made catalogue the serving tests share, and how they write it as a bundle."""
+"""What the serving tests share: the small hand-made catalogue, how they write it as a bundle, a locator
+the test controls (``Switch``) and ``wait_for``."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +40,21 @@ ANNOY = {
 }
 
 
+def make_arrays(seed: int) -> dict[str, np.ndarray]:
+    """Random factors, t11 = 2 x t10 (cosine 1), user i played tracks i, i+1, ..., i+4 (mod 60)."""
+    rng = np.random.default_rng(seed)
+    items = rng.normal(size=(N_TRACKS, RANK)).astype(np.float32)
+    items[11] = 2.0 * items[10]
+    played = [np.sort((np.arange(5) + u) % N_TRACKS).astype(np.int32) for u in range(N_USERS)]
+    return {
+        "user_factors": rng.normal(size=(N_USERS, RANK)).astype(np.float32),
+        "item_factors": items,
+        "played_indptr": np.arange(0, 5 * N_USERS + 1, 5, dtype=np.int64),
+        "played_indices": np.concatenate(played),
+        "popularity": (rng.permutation(N_TRACKS) + 1).astype(np.float32),
+    }
+
+
 def write_test_bundle(
     folder: Path, arrays: dict[str, np.ndarray], version: str, annoy: dict | None, params: dict | None = None
 ) -> Path:
@@ -64,3 +82,23 @@ def write_test_bundle(
         "libraries": {},
     }
     return write_bundle(folder / version, arrays, labels, card, annoy, seed=3)
+
+
+class Switch:
+    """A locator whose answer the test sets: None (no champion), (version, folder) or an exception."""
+
+    def __init__(self, found=None):
+        self.found = found
+
+    def __call__(self):
+        if isinstance(self.found, Exception):
+            raise self.found
+        return self.found
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout} s: {condition.__doc__ or condition}")
+        time.sleep(0.01)

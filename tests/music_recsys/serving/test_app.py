@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
-from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -21,26 +19,13 @@ from tests.music_recsys.serving.bundles import (
     N_TRACKS,
     N_USERS,
     PARAMS,
-    RANK,
     TRACKS,
     USERS,
+    Switch,
+    make_arrays,
+    wait_for,
     write_test_bundle,
 )
-
-
-def make_arrays(seed: int) -> dict[str, np.ndarray]:
-    """Random factors, t11 = 2 x t10 (cosine 1), user i played tracks i, i+1, ..., i+4 (mod 60)."""
-    rng = np.random.default_rng(seed)
-    items = rng.normal(size=(N_TRACKS, RANK)).astype(np.float32)
-    items[11] = 2.0 * items[10]
-    played = [np.sort((np.arange(5) + u) % N_TRACKS).astype(np.int32) for u in range(N_USERS)]
-    return {
-        "user_factors": rng.normal(size=(N_USERS, RANK)).astype(np.float32),
-        "item_factors": items,
-        "played_indptr": np.arange(0, 5 * N_USERS + 1, 5, dtype=np.int64),
-        "played_indices": np.concatenate(played),
-        "popularity": (rng.permutation(N_TRACKS) + 1).astype(np.float32),
-    }
 
 
 def make_bundle(root, version: str, seed: int, annoy: dict | None):
@@ -56,26 +41,6 @@ def bundles(tmp_path_factory):
     factors = broken / "item_factors.npy"
     factors.write_bytes(factors.read_bytes()[:-64])
     return {"a": a, "b": b, "broken": broken}
-
-
-class Switch:
-    """A locator whose answer the test sets: None (no champion), (version, folder) or an exception."""
-
-    def __init__(self, found=None):
-        self.found = found
-
-    def __call__(self):
-        if isinstance(self.found, Exception):
-            raise self.found
-        return self.found
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s: {condition.__doc__ or condition}")
-        time.sleep(0.01)
 
 
 def expected_top_k(arrays: dict, user: int, k: int) -> list[str]:

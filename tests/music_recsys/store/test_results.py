@@ -129,3 +129,19 @@ def test_old_schemas_are_upgraded_or_reported(tmp_path):
 def test_airflow_uri_becomes_sqlalchemy_url():
     assert to_sqlalchemy_url("postgres://u:p@h:5432/db") == "postgresql+psycopg2://u:p@h:5432/db"
     assert to_sqlalchemy_url("sqlite:////tmp/x.sqlite") == "sqlite:////tmp/x.sqlite"
+
+
+@pytest.mark.postgres
+def test_rows_of_several_tables_land_together_or_not_at_all(postgres_url):
+    """``record``'s write: a failure in the last table's statement leaves the earlier tables untouched."""
+    store = ResultsStore(postgres_url)
+    assert store.upsert_together({"als_trials": [_als_row(run_id="t1")], "ann_trials": [_ann_row(run_id="t1")]}) == {
+        "als_trials": 1,
+        "ann_trials": 1,
+    }
+    broken = _ann_row(run_id="t2", n_trees=None)  # NOT NULL key column: the second statement fails
+    with pytest.raises(Exception, match="n_trees"):
+        store.upsert_together({"als_trials": [_als_row(run_id="t2")], "ann_trials": [broken]})
+    assert store.fetch("als_trials", "t2") == [] and store.fetch("ann_trials", "t2") == []
+    assert len(store.fetch("als_trials", "t1")) == 1
+    store.close()

@@ -1,0 +1,99 @@
+"""The param machinery behind ``RunConfig``: a field that is also a DAG param, its JSON schema check
+(jsonschema, as Airflow's trigger form does), and the schema in words for the generated params table.
+
+``music_recsys.pipeline.config`` declares the params with these helpers; this module knows nothing of
+which params exist.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from music_recsys.pipeline.job import InputError
+
+SECTIONS = ("Data", "Grid", "Evaluation", "Data checks", "Fast search", "Publishing", "Execution")
+
+# The path params: resolved and confined to the allowed roots instead of being put in canonical form.
+PATH_PARAMS = ("train_path", "validation_path", "test_path")
+
+
+class ParamError(InputError):
+    """A param value the run cannot use: retrying with the same params cannot help."""
+
+
+def param(default: Any, description: str, section: str, **schema: Any) -> Any:
+    """A RunConfig field that is also a DAG param: default, JSON schema, description, form section."""
+    if section not in SECTIONS:
+        raise ValueError(f"unknown param section {section!r}; choose from {list(SECTIONS)}")
+    metadata = {"schema": schema, "description": description, "section": section}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def grid(default: list, description: str, items: dict, section: str = "Grid") -> Any:
+    """A grid axis: a non-empty list of distinct values, each checked against ``items``."""
+    return param(default, description, section, type="array", items=items, minItems=1, uniqueItems=True)
+
+
+def path_param(default: str, description: str) -> Any:
+    """An input path (one of ``PATH_PARAMS``), relative to the data root or under an allowed root."""
+    return param(default, description, "Data", type="string", minLength=1)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One param as the DAG, the validation and the docs see it."""
+
+    name: str
+    default: Any
+    schema: dict[str, Any]
+    description: str
+    section: str
+
+    @property
+    def is_path(self) -> bool:
+        return self.name in PATH_PARAMS
+
+
+def check_param(spec: ParamSpec, value: Any) -> None:
+    """The trigger form's verdict on one value: the same JSON schema through the same validator."""
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(spec.schema).iter_errors(value))
+    if error is not None:
+        where = "".join(f"[{p}]" for p in error.absolute_path)
+        message = f"{error.instance!r} is not allowed" if error.validator == "not" else error.message
+        raise ParamError(f"{spec.name}{where}: {message}. {spec.description}")
+
+
+def canonical(schema: dict[str, Any], value: Any) -> Any:
+    """Valid values in one form: JSON's 10.0 is an integer, grid lists are sorted."""
+    if schema.get("type") == "array":
+        return sorted(canonical(schema["items"], v) for v in value)
+    if schema.get("type") == "integer":
+        return int(value)
+    if schema.get("type") == "number":
+        return float(value)
+    return value
+
+
+def describe_schema(schema: dict[str, Any]) -> str:
+    """The allowed values of a schema in words, for the params table."""
+    if schema.get("type") == "array":
+        return f"list of {describe_schema(schema['items'])}" + (", no repeats" if schema.get("uniqueItems") else "")
+    if "enum" in schema:
+        return " / ".join(f"`{v}`" for v in schema["enum"])
+    kind = {"integer": "integer", "number": "number", "boolean": "true / false", "string": "text"}[schema["type"]]
+    if schema.get("minLength"):
+        kind = "non-empty text"
+    if "exclusiveMinimum" in schema:
+        low = f"> {schema['exclusiveMinimum']:g}"
+    else:
+        low = f">= {schema['minimum']:g}" if "minimum" in schema else ""
+    high = f"<= {schema['maximum']:g}" if "maximum" in schema else ""
+    bounds = ", ".join(b for b in (low, high) if b)
+    excluded = f", not {schema['not']['const']}" if "not" in schema else ""
+    return f"{kind} {bounds}{excluded}".strip()

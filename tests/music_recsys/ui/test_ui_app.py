@@ -1,0 +1,206 @@
+"""The UI app without Airflow running: mounted at /recsys like the plugin does, Airflow's simple auth
+manager deciding access, ``get_user`` overridden for the logged-in paths and left in place for the
+anonymous ones. Pages must show the numbers the results store holds (``ui_rows``)."""
+
+from __future__ import annotations
+
+import re
+from html import unescape
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from music_recsys.store import registry
+from music_recsys.ui.app import UISettings, create_app, csrf_token
+from tests.music_recsys.ui.ui_rows import BEST, BEST_MAP, BEST_TEST_MAP, POP_MAP, RUN_A, RUN_B, build_store
+
+CHAMPION, RETIRED, CANDIDATE = "20260112T030000-bbbbbb", "20260105T030000-aaaaaa", "20260108T030000-cccccc"
+SECRET = "test-secret"
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = build_store(f"sqlite:///{tmp_path / 'results.sqlite'}", tmp_path)
+    yield store
+    store.close()
+
+
+@pytest.fixture(autouse=True)
+def auth_manager(monkeypatch):
+    """Airflow's simple auth manager, as the api-server initialises it; the DAG's team lookup (a metadata
+    DB query) answers "no team"."""
+    from airflow.api_fastapi.app import create_auth_manager
+    from airflow.models.dag import DagModel
+
+    monkeypatch.setattr(DagModel, "get_team_name", staticmethod(lambda dag_id, session=None: None))
+    return create_auth_manager()
+
+
+def _client(store, tmp_path, role: str | None = "admin", name: str = "ada") -> tuple[TestClient, FastAPI]:
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from airflow.api_fastapi.core_api.security import get_user
+
+    app = create_app(UISettings(store=store, runs_root=tmp_path / "runs", secret_key=SECRET))
+    if role is not None:
+        app.dependency_overrides[get_user] = lambda: SimpleAuthManagerUser(username=name, role=role)
+    root = FastAPI()
+    root.mount("/recsys", app)
+    return TestClient(root, base_url="http://127.0.0.1:8080", follow_redirects=False), app
+
+
+def _text(page: str) -> str:
+    return unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page)))
+
+
+def _trials(page: str) -> list[str]:
+    table = page.split('id="trials"')[1].split("</table>")[0]
+    return re.findall(r"<tr[^>]*>\s*<td[^>]*><code>([^<]+)</code>", table)
+
+
+def test_overview_shows_the_champion_registry_and_runs_from_the_store(store, tmp_path):
+    client, _ = _client(store, tmp_path)
+    response = client.get("/recsys/")
+    assert response.status_code == 200, response.text
+    assert response.headers["x-frame-options"] == "SAMEORIGIN"  # only the Airflow UI may frame it
+    html, text = response.text, _text(response.text)
+    assert f'<span id="champion-version">{CHAMPION}</span>' in html
+    assert f'id="champion-test-map">{BEST_TEST_MAP:.4f}<' in html
+    assert f"= {BEST_TEST_MAP / POP_MAP:.2f}x popularity's {POP_MAP:.4f}" in text  # the lift, 1.93x
+    assert "recall@20 0.953, 8,765 q/s (exact 2,345 q/s)" in text  # the serving operating point
+    assert "bundle 1.4 MB" in text and "train 4321 rows, 800 users" in text
+    # Every registry version with its status; actions only where they make sense.
+    for version, status in ((CHAMPION, "champion"), (RETIRED, "retired"), (CANDIDATE, "candidate")):
+        assert re.search(rf'data-version="{version}">.*?status-{status}', html, re.S), version
+    assert f'href="/recsys/models/{RETIRED}/promote">Roll back to this<' in html
+    assert f'href="/recsys/models/{CANDIDATE}/promote">Promote<' in html
+    assert f"/recsys/models/{CHAMPION}/promote" not in html and "/recsys/models/20260119T030000-dddddd/" not in html
+    # The history plot is inline SVG; recent runs link to their pages, newest first, with verdicts.
+    assert '<div class="plot" id="map-history"><svg' in html
+    runs = re.findall(r'href="/recsys/dags/music_recsys/runs/([^"]+)"', html.split('id="runs"')[1])
+    assert runs[:2] == ["scheduled__2026-01-19T03%3A00%3A00%2B00%3A00", "manual__2026-01-12T03%3A00%3A00%2B00%3A00"]
+    assert "pass" in text and "first_run" in text and "0.0555" in text
+
+
+def test_run_page_shows_trials_segments_search_and_verdict(store, tmp_path):
+    client, _ = _client(store, tmp_path, role="viewer")
+    response = client.get(f"/recsys/dags/music_recsys/runs/{RUN_A}")
+    assert response.status_code == 200, response.text
+    html, text = response.text, _text(response.text)
+    assert f'id="best-trial">{BEST}<' in html and f'id="best-map">{BEST_MAP:.4f}<' in html
+    assert f'id="best-test-map">{BEST_TEST_MAP:.4f}<' in html
+    assert "Model 20260112T030000-bbbbbb : champion — fixture champion" in text
+    assert "Verdict first_run" in text
+    # Trials sorted by MAP descending by default; the failed trial last with its error.
+    assert _trials(html) == [BEST, "r4_reg0.1_a1_none", "popularity", "r4_reg0.1_a5_none"]
+    assert "executor lost" in text
+    # Segments of both models, and the fast-search operating point and frontier (dot 4/400 is dominated).
+    assert "light (1-9 tracks) 40 0.1111" in text and "heavy (>=30 tracks) 40 0.0644" in text
+    assert "Operating point: angular_ip, 4 trees, search_k 400 — recall 0.953, 8,765 q/s" in text
+    frontier = html.split("frontier: metric")[1].split("</table>")[0]
+    assert "angular_ip" in frontier and "dot" not in frontier
+    assert "exact 2,345 q/s, exact_batched 23,456 q/s" in text
+    # report.md as HTML: its table rendered, its raw HTML escaped, only its own images linked.
+    assert f"<td>{BEST}</td>" in html and "<script>alert" not in html and "&lt;script&gt;" in html
+    run = "manual__2026-01-12T03%3A00%3A00%2B00%3A00"
+    assert f'src="/recsys/dags/music_recsys/runs/{run}/files/als_grid.png"' in html
+    assert '<img src="" alt="elsewhere"' in html and "etc/passwd" not in html
+
+
+def test_trials_sort_by_a_whitelisted_column_only(store, tmp_path):
+    client, _ = _client(store, tmp_path)
+    page = client.get(f"/recsys/dags/music_recsys/runs/{RUN_A}", params={"sort": "map", "order": "asc"}).text
+    assert _trials(page) == ["popularity", "r4_reg0.1_a1_none", BEST, "r4_reg0.1_a5_none"]
+    page = client.get(f"/recsys/dags/music_recsys/runs/{RUN_A}", params={"sort": "status; drop table"}).text
+    assert _trials(page)[0] == BEST  # an unknown column falls back to MAP, descending
+
+
+def test_unknown_run_is_404_and_another_dag_gets_a_short_page(store, tmp_path):
+    client, _ = _client(store, tmp_path)
+    response = client.get("/recsys/dags/music_recsys/runs/manual__1999-01-01", headers={"accept": "text/html"})
+    assert response.status_code == 404 and "no run 'manual__1999-01-01' in the results store" in _text(response.text)
+    assert client.get("/recsys/dags/music_recsys/runs/nope").json()["detail"].startswith("no run 'nope'")
+    response = client.get(f"/recsys/dags/example_bash/runs/{RUN_A}")
+    assert response.status_code == 200
+    assert "belongs to DAG example_bash" in _text(response.text) and "Best grid point" not in response.text
+
+
+def test_only_files_of_the_runs_report_folder_are_served(store, tmp_path):
+    client, _ = _client(store, tmp_path)
+    base = f"/recsys/dags/music_recsys/runs/{RUN_A}"
+    png = client.get(f"{base}/files/als_grid.png")
+    assert (
+        png.status_code == 200 and png.headers["content-type"] == "image/png" and png.content.endswith(b"fixture-png")
+    )
+    assert "sandbox" in png.headers["content-security-policy"] and png.headers["x-content-type-options"] == "nosniff"
+    assert client.get(f"{base}/files/summary.json").json() == {"best_trial_id": BEST}
+    for name in ("config.json", "..%2Fconfig.json", "%2E%2E%2F%2E%2E%2Fresults.sqlite", "nope.png"):
+        assert client.get(f"{base}/files/{name}").status_code == 404, name
+    assert client.get(f"{base}/../config.json").status_code == 404
+    # A run without a report folder: the plots are drawn again from the store by the report's functions.
+    segments = client.get(f"/recsys/dags/music_recsys/runs/{RUN_B}/plots/als_grid.png")
+    assert segments.status_code == 200 and segments.content.startswith(b"\x89PNG") and len(segments.content) > 10_000
+    assert client.get(f"{base}/plots/segments.png").content.startswith(b"\x89PNG")
+    assert client.get(f"{base}/plots/passwd.png").status_code == 404
+
+
+def test_anonymous_requests_get_401_or_the_login_redirect(store, tmp_path):
+    client, _ = _client(store, tmp_path, role=None)
+    assert client.get("/recsys/").status_code == 401
+    page = client.get(f"/recsys/dags/music_recsys/runs/{RUN_A}", headers={"accept": "text/html"})
+    assert page.status_code == 303 and page.headers["location"].startswith("/auth/login")
+    assert "next=" in page.headers["location"] and BEST not in page.text
+    assert client.post(f"/recsys/models/{RETIRED}/promote", data={"csrf_token": "x"}).status_code == 401
+    assert client.get(f"/recsys/dags/music_recsys/runs/{RUN_A}/files/als_grid.png").status_code == 401
+    assert registry.champion(store)["model_version"] == CHAMPION
+
+
+def test_a_viewer_sees_no_action_and_is_refused_one(store, tmp_path):
+    client, _ = _client(store, tmp_path, role="viewer", name="vic")
+    page = client.get("/recsys/")
+    assert page.status_code == 200 and "/promote" not in page.text and 'id="read-only"' in page.text
+    assert client.get(f"/recsys/models/{RETIRED}/promote").status_code == 403
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    token = csrf_token(SECRET.encode(), SimpleAuthManagerUser(username="vic", role="viewer"))
+    response = client.post(f"/recsys/models/{RETIRED}/promote", data={"csrf_token": token})
+    assert response.status_code == 403
+    assert registry.champion(store)["model_version"] == CHAMPION
+
+
+def test_rollback_through_the_page_changes_the_registry(store, tmp_path):
+    client, _ = _client(store, tmp_path, role="admin", name="ada")
+    confirm = client.get(f"/recsys/models/{RETIRED}/promote")
+    assert confirm.status_code == 200 and "Roll back to model" in _text(confirm.text)
+    token = re.search(r'name="csrf_token" value="([0-9a-f]+)"', confirm.text).group(1)
+    done = client.post(f"/recsys/models/{RETIRED}/promote", data={"csrf_token": token, "note": "incident 42"})
+    assert done.status_code == 303 and done.headers["location"] == f"/recsys/?done={RETIRED}"
+    champion = registry.champion(store)
+    assert champion["model_version"] == RETIRED
+    assert champion["reason"] == "rolled back to by ada in the Airflow UI: incident 42"
+    assert registry.get(store, CHAMPION)["status"] == "retired"
+    flash = client.get(done.headers["location"]).text
+    assert f"Model {RETIRED} is champion: rolled back to by ada" in _text(flash)
+    # A kept candidate is promoted through the same function.
+    client.post(f"/recsys/models/{CANDIDATE}/promote", data={"csrf_token": token})
+    assert registry.champion(store)["reason"] == "promoted by ada in the Airflow UI"
+
+
+def test_state_changes_cannot_be_forged_cross_site(store, tmp_path):
+    client, _ = _client(store, tmp_path, role="admin", name="ada")
+    url = f"/recsys/models/{RETIRED}/promote"
+    assert client.post(url, data={}).status_code == 403  # no token: what a cross-site form sends
+    assert client.post(url, data={"csrf_token": "0" * 64}).status_code == 403
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    someone_else = csrf_token(SECRET.encode(), SimpleAuthManagerUser(username="mallory", role="admin"))
+    assert client.post(url, data={"csrf_token": someone_else}).status_code == 403
+    good = csrf_token(SECRET.encode(), SimpleAuthManagerUser(username="ada", role="admin"))
+    assert client.post(url, data={"csrf_token": good}, headers={"origin": "https://evil.example"}).status_code == 403
+    assert client.post(url, content=b"csrf_token=" + b"a" * 5000,
+                       headers={"content-type": "application/x-www-form-urlencoded"}).status_code == 413  # fmt: skip
+    assert client.post(url, json={"csrf_token": good}).status_code == 415
+    assert registry.champion(store)["model_version"] == CHAMPION
+    # An API client with the JWT in its Authorization header needs no form token (a form cannot set it).
+    done = client.post(url, data={}, headers={"authorization": "Bearer header-jwt"})
+    assert done.status_code == 303 and registry.champion(store)["model_version"] == RETIRED
