@@ -1,6 +1,6 @@
 """``music-recsys``: the commands a user runs by hand.
 
-music-recsys generate --out DIR   MSD-like play counts (parquet, MSD TSV or CSV)
+music-recsys generate --out DIR   MSD-like play counts (parquet, MSD TSV or CSV); --preset study: the study's size
 music-recsys serve                the champion of the model registry over HTTP
 music-recsys models [list]        the model registry; `models promote VERSION` rolls back or forward
 music-recsys params               the DAG's params (the README table, or --json for the schemas)
@@ -19,7 +19,11 @@ from pathlib import Path
 def _generate(args: argparse.Namespace) -> int:
     from music_recsys.data import generate
 
-    manifest = generate.main(**{k: v for k, v in vars(args).items() if k not in ("command", "handler")})
+    try:
+        manifest = generate.main(**{k: v for k, v in vars(args).items() if k not in ("command", "handler")})
+    except ValueError as exc:  # a bad size or preset: the message names the flag and the fix
+        print(f"music-recsys generate: {exc}", file=sys.stderr)
+        return 2
     generate.print_manifest(manifest)
     return 0
 
@@ -42,6 +46,7 @@ def _serve(args: argparse.Namespace) -> int:
             locate=locate,
             poll_seconds=args.poll_seconds,
             max_body_bytes=args.max_body_bytes,
+            body_timeout_seconds=args.body_timeout_seconds,
             token=token,
             access_log=args.access_log,
         ).validate()
@@ -143,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     generator.add_arguments(generate)
     generate.set_defaults(handler=_generate)
 
-    from music_recsys.serving.limits import DEFAULT_MAX_BODY_BYTES  # light: no FastAPI import
+    from music_recsys.serving.limits import DEFAULT_BODY_TIMEOUT_SECONDS, DEFAULT_MAX_BODY_BYTES  # no FastAPI import
 
     serve = commands.add_parser("serve", help="serve the champion model over HTTP (FastAPI)")
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on")
@@ -166,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_MAX_BODY_BYTES,
         help="larger request bodies are refused with 413 while they are read (default 1 MiB)",
+    )
+    serve.add_argument(
+        "--body-timeout-seconds",
+        type=float,
+        default=DEFAULT_BODY_TIMEOUT_SECONDS,
+        help="a request body not received in full by then is refused with 408 "
+        f"(default {DEFAULT_BODY_TIMEOUT_SECONDS:g})",
     )
     serve.add_argument(
         "--token-file",

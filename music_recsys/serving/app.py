@@ -35,7 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from music_recsys.serving.auth import BearerAuth
-from music_recsys.serving.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
+from music_recsys.serving.limits import DEFAULT_BODY_TIMEOUT_SECONDS, DEFAULT_MAX_BODY_BYTES, BodyLimit
 from music_recsys.serving.metrics import NO_MODEL, Observe, ServingMetrics
 from music_recsys.serving.model import Recommendation, ServingModel, UnknownId
 from music_recsys.serving.schemas import (
@@ -89,6 +89,7 @@ class Settings:
     locate: Locator
     poll_seconds: float = 10.0
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS  # a body not in by then: 408
     token: str | None = None  # None: the API is open (the server says so at start)
     access_log: bool = True  # one JSON line per request (music_recsys.serving.metrics.Observe)
     access_stream: TextIO | None = None  # where those lines go; None: stderr
@@ -100,6 +101,8 @@ class Settings:
             raise ValueError(
                 f"max body bytes {self.max_body_bytes!r}: must be an integer >= 1024 (default {DEFAULT_MAX_BODY_BYTES})"
             )
+        if not self.body_timeout_seconds > 0:
+            raise ValueError(f"body timeout {self.body_timeout_seconds!r} s: must be > 0 (e.g. 30)")
         if self.token is not None and not self.token.strip():
             raise ValueError("token: empty; give the token, or None to serve open")
         return self
@@ -300,7 +303,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.post(
         "/recommendations",
         response_model=HistoryRecommendations,
-        responses=errors(400, 413, *MODEL_ERRORS),
+        responses=errors(400, 408, 413, *MODEL_ERRORS),
         summary="top k for a listener not in the training data (fold-in of their history)",
     )(history_recommendations)
 
@@ -338,7 +341,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.openapi = lambda: _openapi(app, settings)
     # add_middleware wraps: the last added is the outermost.
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds)
     if settings.token is not None:
         app.add_middleware(BearerAuth, token=settings.token)
     app.add_middleware(

@@ -149,6 +149,10 @@ ERRORS: dict[int, dict[str, Any]] = {
         "this API needs 'Authorization: Bearer <token>' (the server's RECSYS_API_TOKEN or --token-file)",
     ),
     404: _error("unknown user or track", "user 'u999' is not in model 20261130-abc's training data"),
+    408: _error(
+        "the request body did not arrive in full within the server's body timeout",
+        "request body not received within 30 s (music-recsys serve --body-timeout-seconds)",
+    ),
     413: _error(
         "the request body is larger than the server's limit",
         "request body over the limit of 1,048,576 bytes (music-recsys serve --max-body-bytes)",

@@ -5,7 +5,8 @@ bulky intermediates — Spark checkpoints, the ingest and index parquet, the fac
 but the best — and keep ``report/``, the result JSON, the plan, the search rows and the hashed ids the
 data check compares with. A run that has not finished is left alone unless it is more than a day old
 (a failed run never finishes, and its files are bulky too). Model bundles beyond the same number are
-removed too, never the champion's and never the previous champion's (what a rollback needs).
+removed too, never the champion's and never the previous champion's (what a rollback needs), with
+their rows of ``user_recommendations``.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def prune_runs(root: Path, keep: int) -> dict[str, int]:
 
 def prune_bundles(root: Path, store: Any, keep: int) -> dict[str, int]:
     """Remove bundles beyond the ``keep`` most recent, never the champion's or the previous champion's."""
-    from music_recsys.store import registry
+    from music_recsys.store import recommendations, registry
 
     rows = [r for r in registry.all_models(store) if r["bundle_removed_at"] is None]  # newest first
     retired = sorted(
@@ -107,6 +108,8 @@ def prune_bundles(root: Path, store: Any, keep: int) -> dict[str, int]:
             removed[row["model_version"]] = folder_bytes(path)
             shutil.rmtree(path)
     registry.mark_bundle_removed(store, list(removed))
+    # Precomputed lists of a removed bundle can no longer be re-exported or verified: they go too.
+    recommendations.forget(store, list(removed))
     return removed
 
 

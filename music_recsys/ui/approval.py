@@ -89,7 +89,7 @@ def publish(
     from music_recsys.store.layout import RunLayout, write_json
     from music_recsys.store.results import ResultsStore, results_url
 
-    if not getattr(tasks.run_config(plan), "require_approval", False):
+    if not tasks.run_config(plan).require_approval:
         return tasks.publish(plan, evaluation, search, data_check)
     with registry.holding_for_approval():
         outcome = tasks.publish(plan, evaluation, search, data_check)
@@ -113,6 +113,19 @@ def decide(publication: dict[str, Any], event: dict[str, Any], timeout_hours: fl
     gate = publication["reason"].split("the gate passed it: ", 1)[-1]
     chosen = (event.get("chosen_options") or [None])[0]
     who = (event.get("responded_by_user") or {}).get("name") or (event.get("responded_by_user") or {}).get("id")
+    current = registry.champion(store)
+    current_version = current["model_version"] if current else None
+    if chosen == ModelApprovalOperator.APPROVE and who and current_version != publication["champion_before"]:
+        # The gate compared this model with a champion that is no longer the champion: an approval of
+        # that comparison must not replace a newer one unseen (promote it by hand after a look).
+        reason = (
+            f"approved by {who}, but the champion changed from {publication['champion_before']} to "
+            f"{current_version} while it waited: kept as a candidate (promote it from the registry if it "
+            f"should replace {current_version}); gate: {gate}"
+        )
+        row = registry.set_candidate_reason(store, version, reason)
+        return {**publication, "status": row["status"], "promoted": False, "reason": reason,
+                "awaiting_approval": False, "decided_by": who}  # fmt: skip
     if chosen == ModelApprovalOperator.APPROVE and who:
         row = registry.promote_manually(store, version, f"approved by {who} (require_approval); gate: {gate}")
         return {**publication, "status": row["status"], "promoted": True, "reason": row["reason"],
@@ -147,7 +160,7 @@ class ModelApprovalOperator(ApprovalOperator):
         if not publication or not publication.get("awaiting_approval"):
             status = (publication or {}).get("status", "not published")
             raise AirflowSkipException(f"nothing awaits approval (require_approval off, or the model is {status})")
-        hours = float(context["params"].get("approval_timeout_hours", 24))
+        hours = float(context["params"]["approval_timeout_hours"])
         self.subject = f"Promote model {publication['version']} to champion?"
         self.body = publication["approval_body"]
         self.response_timeout = timedelta(hours=hours)
@@ -158,7 +171,7 @@ class ModelApprovalOperator(ApprovalOperator):
 
         # HITLOperator's, not ApprovalOperator's: a rejection must not skip the tasks after this one.
         answer = HITLOperator.execute_complete(self, context, event)
-        hours = float(context["params"].get("approval_timeout_hours", 24))
+        hours = float(context["params"]["approval_timeout_hours"])
         store = ResultsStore(results_url())
         try:
             outcome = decide(self._publication(context), {**event, **answer}, hours, store)

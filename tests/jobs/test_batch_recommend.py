@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import batch_recommend
+from music_recsys.evaluation import batch
 from music_recsys.pipeline.job import InputError
 from music_recsys.serving.model import ServingModel
 from music_recsys.store import recommendations as recs
@@ -137,7 +138,7 @@ def test_the_kernel_matches_a_full_sort():
     items[40:45] = items[30]  # identical tracks: exact ties
     played = [np.sort(rng.choice(n_items, size=int(rng.integers(0, 240)), replace=False)) for _ in range(n_users)]
     popularity = rng.integers(0, 9, size=n_items).astype(np.float32)
-    lists = recs.recommend_users(users, items, played, popularity, recs.popularity_order(popularity), k)
+    lists = batch.recommend_users(users, items, played, popularity, batch.popularity_order(popularity), k)
     for u, (top, scores) in enumerate(lists):
         full = popularity if u < 7 else items @ users[u]
         free = np.setdiff1d(np.arange(n_items), played[u])

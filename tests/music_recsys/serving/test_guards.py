@@ -127,6 +127,54 @@ def test_a_chunked_body_under_the_limit_is_served(served):
     assert len(response.json()["items"]) == 4
 
 
+def _asgi_post(middleware, chunks_with_delays):
+    """Drive ``middleware`` as a server would: a chunked POST whose chunks arrive after the given delays."""
+    import asyncio
+
+    sent: list[dict] = []
+    pending = list(chunks_with_delays)
+
+    async def receive():
+        if not pending:
+            await asyncio.sleep(3600)  # nothing more arrives
+        delay, chunk = pending.pop(0)
+        await asyncio.sleep(delay)
+        return {"type": "http.request", "body": chunk, "more_body": bool(pending)}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/recommendations",
+        "headers": [(b"transfer-encoding", b"chunked")],
+    }
+    asyncio.run(middleware(scope, receive, send))
+    return sent
+
+
+def test_a_body_trickled_past_the_timeout_is_a_408():
+    from music_recsys.serving.limits import BodyLimit
+
+    reached = []
+
+    async def app(scope, receive, send):
+        reached.append((await receive())["body"])
+
+    started = time.perf_counter()
+    sent = _asgi_post(BodyLimit(app, max_bytes=4096, timeout_seconds=0.3), [(0.0, b"{"), (0.2, b" "), (5.0, b"}")])
+    assert time.perf_counter() - started < 2  # answered at the deadline, not when the client is done
+    assert sent[0]["status"] == 408 and (b"connection", b"close") in sent[0]["headers"]
+    assert json.loads(sent[1]["body"]) == {
+        "detail": "request body not received within 0.3 s (music-recsys serve --body-timeout-seconds)"
+    }
+    assert reached == []  # the app never saw a byte
+    # The same trickle, done within the deadline, reaches the app whole.
+    sent = _asgi_post(BodyLimit(app, max_bytes=4096, timeout_seconds=2), [(0.0, b"{"), (0.1, b" "), (0.1, b"}")])
+    assert reached == [b"{ }"]
+
+
 # --- strict types and the 400 --------------------------------------------------------------------------
 
 
@@ -265,7 +313,7 @@ def test_every_operation_documents_its_answers_with_a_schema(served):
         ("/healthz", "get"): {"200", "503"},
         ("/model", "get"): {"200", "503"},
         ("/users/{user_id}/recommendations", "get"): {"200", "404", "422", "503"},
-        ("/recommendations", "post"): {"200", "400", "413", "422", "503"},
+        ("/recommendations", "post"): {"200", "400", "408", "413", "422", "503"},
         ("/tracks/{track_id}/similar", "get"): {"200", "404", "422", "503"},
         ("/metrics", "get"): {"200"},
     }

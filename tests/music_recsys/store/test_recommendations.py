@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from music_recsys.cli import main as cli
+from music_recsys.evaluation import batch
 from music_recsys.store import recommendations as recs
 from music_recsys.store import registry
 from music_recsys.store.results import ResultsStore, to_sqlalchemy_url
@@ -31,10 +32,10 @@ def precompute(bundle: Path, k: int = K) -> Path:
     folder = recs.recommendations_dir(bundle)
     folder.mkdir()
     for part, users in enumerate(np.array_split(np.arange(n_users), 2)):
-        frames = list(recs.recommend_batches(iter([pd.DataFrame({"id": users})]), str(bundle), k))
+        frames = list(batch.recommend_batches(iter([pd.DataFrame({"id": users})]), str(bundle), k))
         table = pa.Table.from_pandas(pd.concat(frames), schema=recs.arrow_schema(), preserve_index=False)
         pq.write_table(table, folder / f"part-{part:05d}.parquet")
-    rows = int(recs.expected_lengths(bundle, k).sum())
+    rows = int(batch.expected_lengths(bundle, k).sum())
     recs.record_in_card(bundle, recs.card_entry(bundle, k, rows, n_users, 0, 0, 0.0))
     return bundle
 

@@ -9,9 +9,11 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from music_recsys.store import registry
 from music_recsys.store.registry import Policy
-from music_recsys.store.results import ResultsStore
+from music_recsys.store.results import ResultsStore, user_recommendations
 from music_recsys.store.retention import PRUNED_MARKER, prune
 
 KEPT = ["report/report.md", "results/evaluate.json", "plan.json", "search/ann_trials.json", "ingest/ids/train_users/p"]
@@ -76,10 +78,15 @@ def test_bundles_beyond_the_kept_number_go_but_never_the_champion_or_the_previou
             "created_at": datetime(2026, 1, day, tzinfo=UTC),
         }
         registry.publish(store, candidate, policy)
+    rows = [{"model_version": v, "user_id": "u1", "rank": 1, "track_id": "t1", "score": 1.0} for v in "abcde"]
+    store.transaction(lambda conn: conn.execute(sa.insert(user_recommendations), rows))
     registry.promote_manually(store, "a", "rollback")  # a champion again, e retired last: the previous one
     out = prune(tmp_path, store, keep=2)
     assert set(out["bundles_removed"]) == {"b", "c"}
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["a", "d", "e"]
     removed = {r["model_version"] for r in registry.all_models(store) if r["bundle_removed_at"] is not None}
     assert removed == {"b", "c"}
+    # The removed bundles' precomputed lists go with them; the kept ones' stay.
+    left = store.transaction(lambda conn: conn.execute(sa.select(user_recommendations.c.model_version)).scalars())
+    assert sorted(left) == ["a", "d", "e"]
     store.close()

@@ -86,6 +86,19 @@ def test_the_answer_lands_in_the_registry(store, tmp_path, event, status, reason
     assert registry.champion(store)["model_version"] == expected_champion
 
 
+def test_an_approval_after_the_champion_changed_keeps_the_model_a_candidate(store, tmp_path):
+    publication = _held(store, tmp_path)
+    newer = {**registry.get(store, CHAMPION), "model_version": "20260202T030000-ffffff", "run_id": "newer"}
+    write_card(tmp_path / "models" / newer["model_version"], newer["model_version"], "newer")
+    registry.publish(store, {**newer, "path": str(tmp_path / "models" / newer["model_version"])}, registry.Policy())
+    registry.promote_manually(store, newer["model_version"], "promoted by hand meanwhile")
+    event = {"chosen_options": ["Approve"], "responded_by_user": {"id": "ada", "name": "ada"}}
+    outcome = approval.decide(publication, event, 24, store)
+    assert outcome["status"] == "candidate" and not outcome["promoted"]
+    assert f"the champion changed from {CHAMPION} to {newer['model_version']}" in outcome["reason"]
+    assert registry.champion(store)["model_version"] == newer["model_version"]
+
+
 class _TI:
     def __init__(self, publication):
         self.publication = publication
@@ -102,7 +115,7 @@ def test_the_operator_is_skipped_when_nothing_waits_and_applies_the_answer(store
     assert operator.options == ["Approve", "Reject"] and operator.defaults == ["Reject"]  # timeout = Reject
     promoted = {"version": "v", "status": "champion", "promoted": True}
     with pytest.raises(AirflowSkipException, match="the model is champion"):
-        operator.execute({"ti": _TI(promoted), "params": {}})
+        operator.execute({"ti": _TI(promoted), "params": {"approval_timeout_hours": 24}})
     publication = _held(store, tmp_path)
     monkeypatch.setattr("music_recsys.store.results.results_url", lambda: str(store.engine.url))
     event = {"chosen_options": ["Approve"], "params_input": {}, "responded_at": datetime.now(UTC),
