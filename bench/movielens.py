@@ -28,7 +28,8 @@ from bench.results import append_section  # noqa: E402
 from harness.airflow import run_dag_summary  # noqa: E402
 from harness.demo import demo_env  # noqa: E402
 from music_recsys import constants as C  # noqa: E402
-from music_recsys.data.generate import assign_splits, write_split  # noqa: E402
+from music_recsys.data.sampling import assign_splits  # noqa: E402
+from music_recsys.data.writers import write_split  # noqa: E402
 
 RECBOLE = "recbole==1.2.1"
 INTER = "recbole/dataset_example/ml-100k/ml-100k.inter"

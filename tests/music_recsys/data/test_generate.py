@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from music_recsys import constants as C
-from music_recsys.data.generate import GeneratorConfig, count_statistics, generate, main, sample_counts
+from music_recsys.data.generate import GeneratorConfig, generate, main
+from music_recsys.data.sampling import sample_counts
+from music_recsys.data.writers import count_statistics
 from music_recsys.evaluation.metrics import mean_metrics
 from music_recsys.evaluation.topk import top_k
 
@@ -28,7 +30,7 @@ def test_counts_match_the_seed_statistics():
 @pytest.fixture(scope="module", params=["exact", "candidates"])
 def small(request):
     """The same config through both samplers: exact for small catalogues, candidates for large ones."""
-    import music_recsys.data.generate as datagen
+    import music_recsys.data.sampling as datagen
 
     cfg = GeneratorConfig(users=1500, items=800, holdout_users=200, seed=7)
     limit = datagen.EXACT_SAMPLING_LIMIT
@@ -140,7 +142,8 @@ def test_expected_tracks_per_user_is_what_user_activity_draws(scale):
     """The closed form (floor and cap included) against 2M draws of the sampler itself."""
     from dataclasses import replace
 
-    from music_recsys.data.generate import expected_tracks_per_user, study_config, user_activity
+    from music_recsys.data.generate import expected_tracks_per_user, study_config
+    from music_recsys.data.sampling import user_activity
 
     cfg = study_config(scale)
     expected = expected_tracks_per_user(cfg.mean_tracks, cfg.min_tracks, cfg.items)
@@ -155,7 +158,7 @@ def test_expected_tracks_per_user_is_what_user_activity_draws(scale):
 
 @pytest.fixture(params=["exact", "candidates"])
 def sampler(request, monkeypatch):
-    import music_recsys.data.generate as datagen
+    import music_recsys.data.sampling as datagen
 
     if request.param == "candidates":
         monkeypatch.setattr(datagen, "EXACT_SAMPLING_LIMIT", 0)
@@ -182,9 +185,10 @@ def test_the_streamed_files_hold_what_generate_returns(tmp_path, sampler, monkey
     splits row for row, and the hold-out users drawn before the first block are all there."""
     import pyarrow.parquet as pq
 
-    import music_recsys.data.generate as datagen
+    import music_recsys.data.sampling as datagen
+    import music_recsys.data.writers as writers
 
-    monkeypatch.setattr(datagen, "ROW_GROUP_ROWS", 1000)
+    monkeypatch.setattr(writers, "ROW_GROUP_ROWS", 1000)
     monkeypatch.setattr(datagen, "CANDIDATES_PER_BLOCK", 40_000)
     cfg = GeneratorConfig(users=1200, items=700, holdout_users=100, seed=11)
     splits, _ = generate(cfg)
@@ -203,7 +207,7 @@ def test_the_streamed_files_hold_what_generate_returns(tmp_path, sampler, monkey
 
 
 def test_histogram_statistics_are_count_statistics():
-    from music_recsys.data.generate import histogram_statistics
+    from music_recsys.data.writers import histogram_statistics
 
     for n in (1, 2, 7, 100_001):
         counts = sample_counts(np.random.default_rng(n), n)
