@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.als_fit import implicit_fit, spark_fit, validation_map  # noqa: E402
 from bench.results import append_section  # noqa: E402
-from bench.scaling import task_seconds  # noqa: E402
+from bench.scaling import one_point_conf, task_seconds  # noqa: E402
 from bench.serve_load import Server, run_load  # noqa: E402
 from harness.airflow import DAG_ID, run_dag_summary  # noqa: E402
 from harness.demo import demo_env  # noqa: E402
@@ -172,23 +172,15 @@ def ensure_data(root: Path, scale: float) -> tuple[Path, dict]:
 
 
 def dag_conf(folder: str, args: argparse.Namespace) -> dict:
-    return {
-        "train_path": f"{folder}/train.parquet",
-        "validation_path": f"{folder}/validation.parquet",
-        "test_path": f"{folder}/test.parquet",
-        "ranks": [20],
-        "reg_params": [0.1],
-        "alphas": [10.0],
-        "transforms": ["none"],
-        "max_iter": 10,
-        "k": args.k,
-        "annoy_trees": args.annoy_trees,
-        "annoy_search_k": args.annoy_search_k,
-        "annoy_max_queries": args.annoy_max_queries,
-        "batch_k": args.batch_k,
-        "on_data_drift": "warn",  # another data set than the data root's earlier runs, not a weekly drop
-        "promote": False,  # a candidate: the benchmark must not change what `make serve` serves
-    }
+    return one_point_conf(
+        folder,
+        max_iter=10,
+        k=args.k,
+        annoy_trees=args.annoy_trees,
+        annoy_search_k=args.annoy_search_k,
+        annoy_max_queries=args.annoy_max_queries,
+        batch_k=args.batch_k,
+    )
 
 
 def run_stages(conf: dict, interval: float) -> dict:

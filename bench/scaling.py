@@ -34,6 +34,25 @@ def shape_for(interactions: int) -> dict:
     return {"users": users, "items": items, "holdout_users": max(100, users // 50), "mean_tracks": 40.0}
 
 
+def one_point_conf(folder: str, **params: object) -> dict:
+    """The DAG conf of the scale benchmarks: one grid point (rank 20, regParam 0.1, alpha 10, no transform) on
+    ``folder``'s three splits, judged as a candidate only (``promote`` false: the benchmark must not change
+    what `make serve` serves) and with the data check warning (each size is another data set, not a weekly
+    drop). ``params`` adds or overrides DAG params."""
+    return {
+        "train_path": f"{folder}/train.parquet",
+        "validation_path": f"{folder}/validation.parquet",
+        "test_path": f"{folder}/test.parquet",
+        "ranks": [20],
+        "reg_params": [0.1],
+        "alphas": [10.0],
+        "transforms": ["none"],
+        "on_data_drift": "warn",
+        "promote": False,
+        **params,
+    }
+
+
 def task_seconds(dag_id: str, run_id: str) -> dict[str, float]:
     from airflow.models import TaskInstance
     from airflow.utils.session import create_session
@@ -81,21 +100,7 @@ def main(sizes: list[int], write: bool) -> None:
                 env=env,
             )
             print(f"generated {folder} in {time.perf_counter() - started:.0f} s", flush=True)
-        conf = {
-            "train_path": f"{folder}/train.parquet",
-            "validation_path": f"{folder}/validation.parquet",
-            "test_path": f"{folder}/test.parquet",
-            "ranks": [20],
-            "reg_params": [0.1],
-            "alphas": [10.0],
-            "transforms": ["none"],
-            "k": 500,
-            "annoy_trees": [10],
-            "annoy_search_k": [10000],
-            "annoy_max_queries": 500,
-            "on_data_drift": "warn",  # each size is a different data set, not a weekly drop
-            "promote": False,
-        }
+        conf = one_point_conf(folder, k=500, annoy_trees=[10], annoy_search_k=[10000], annoy_max_queries=500)
         started = time.perf_counter()
         summary = run_dag_summary(conf)
         total = time.perf_counter() - started

@@ -366,13 +366,23 @@ def test_a_server_error_is_a_500_with_the_header_and_counted(bundle, monkeypatch
     assert got[("recsys_http_requests_total", key)] == 1.0
 
 
-def test_the_header_names_the_model_that_answered_across_a_swap(bundle, tmp_path):
+def swapping_client(bundle, tmp_path):
+    """A client whose registry names bundle ``a``; ``swap()`` makes it name bundle ``b``."""
     other = write_test_bundle(tmp_path, make_arrays(seed=2), "b", annoy=None)
     switch = Switch(("a", bundle))
     client, app = client_for(switch)
+
+    def swap() -> None:
+        switch.found = ("b", other)
+
+    return client, app, swap
+
+
+def test_the_header_names_the_model_that_answered_across_a_swap(bundle, tmp_path):
+    client, app, swap = swapping_client(bundle, tmp_path)
     with client:
         wait_for(lambda: app.state.holder.version == "a")
-        switch.found = ("b", other)
+        swap()
         seen: list[str] = []
         deadline = time.monotonic() + 10
         while seen.count("b") < 50 and time.monotonic() < deadline:
@@ -472,12 +482,10 @@ def test_metrics_show_the_version_reloads_failed_loads_fallbacks_and_fold_ins(bu
 
 
 def test_a_reload_changes_the_version_info(bundle, tmp_path):
-    other = write_test_bundle(tmp_path, make_arrays(seed=2), "b", annoy=None)
-    switch = Switch(("a", bundle))
-    client, app = client_for(switch)
+    client, app, swap = swapping_client(bundle, tmp_path)
     with client:
         wait_for(lambda: app.state.holder.version == "a")
-        switch.found = ("b", other)
+        swap()
         wait_for(lambda: app.state.holder.version == "b")
         got = samples(client)
     assert got[("recsys_model_info", (("version", "b"),))] == 1.0
