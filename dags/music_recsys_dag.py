@@ -28,10 +28,10 @@ import pendulum
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
 
 from music_recsys import settings
+from music_recsys.pipeline.approval import ModelApprovalOperator
 from music_recsys.pipeline.config import RunConfig
 from music_recsys.pipeline.failure import on_run_failure, record_task_failure
 from music_recsys.pipeline.operators import SparkJobOperator
-from music_recsys.ui.approval import ModelApprovalOperator
 
 JOBS_DIR = settings.jobs_dir(beside=__file__)
 # A producer that lands a new play-count drop emits this asset; the DAG then runs with its defaults
@@ -180,7 +180,7 @@ def music_recsys():
     def publish(plan: dict, evaluation: dict, search: dict, data_check: dict) -> dict:
         """Model bundle of the best point; registered, and promoted to champion if it passes the gate (with
         `require_approval`, held as a candidate until a person decides in `approve_model`)."""
-        from music_recsys.ui.approval import publish as publish_model
+        from music_recsys.pipeline.approval import publish as publish_model
 
         return publish_model(plan, evaluation, search, data_check)
 

@@ -25,7 +25,7 @@ FOLDERS = {
     "music_recsys/model": "ALS, the count transforms, fold-in of new listeners",
     "music_recsys/evaluation": "metrics and their catalogue, scoring, selection, exact top-k, Annoy search",
     "music_recsys/store": "results store, model registry, bundles, run layout, retention",
-    "music_recsys/pipeline": "params and config, plan, tasks, Spark operator and settings, report",
+    "music_recsys/pipeline": "params and config, plan, tasks, approval, Spark operator and settings, report",
     "music_recsys/serving": "the FastAPI recommendation API",
     "music_recsys/ui": "the Airflow UI plugin's pages",
     "harness": "local Airflow, Spark and PostgreSQL for tests, benchmarks, the demo (not shipped)",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from music_recsys import constants as C
@@ -20,6 +21,26 @@ from music_recsys.evaluation.catalogue import ACCURACY_METRIC_NAMES
 CARD_LIBRARIES = ("music-recsys", "pyspark", "annoy", "numpy", "apache-airflow")
 # Run settings that shape the factors beyond the grid point's own (rank, reg_param, alpha, transform).
 CARD_SETTINGS = ("nonnegative", "drop_threshold", "max_iter", "seed")
+
+
+def read_card(path: str | None) -> dict[str, Any] | None:
+    """A bundle's model card (``model.json``), or None when retention removed the files (or it is unreadable)."""
+    from music_recsys.store.bundle import CARD
+
+    card = Path(path or "") / CARD
+    if not path or not card.is_file():
+        return None
+    try:
+        return json.loads(card.read_text())
+    except ValueError:
+        return None
+
+
+def lift(test_map: float | None, popularity: float | None) -> float | None:
+    """Test MAP over popularity's, or None when either is missing."""
+    if test_map is None or not popularity:
+        return None
+    return test_map / popularity
 
 
 def data_fingerprint(ingest: dict[str, Any]) -> dict[str, Any]:

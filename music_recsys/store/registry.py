@@ -162,7 +162,7 @@ def publish(store: ResultsStore, candidate: dict[str, Any], policy: Policy) -> t
 
 
 # require_approval: a model that passes the gate waits as a candidate until a person decides
-# (music_recsys.ui.approval); the run's publish task registers it inside ``holding_for_approval()``.
+# (music_recsys.pipeline.approval); the run's publish task registers it inside ``holding_for_approval()``.
 AWAITING_APPROVAL = "awaiting a person's approval (require_approval)"
 _held_for_approval: ContextVar[bool] = ContextVar("held_for_approval", default=False)
 

@@ -9,7 +9,6 @@ of the names the folder actually lists.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,6 +18,7 @@ import sqlalchemy as sa
 
 from music_recsys import constants as C
 from music_recsys.store import registry
+from music_recsys.store.card import lift, read_card
 from music_recsys.store.results import ResultsStore, als_trials, ann_trials, data_profiles, models
 
 # Columns a visitor may sort the trials table by (anything else falls back to MAP).
@@ -46,31 +46,12 @@ class UnknownRun(LookupError):
     """The results store has no row of this run."""
 
 
-def bundle_card(path: str | None) -> dict[str, Any] | None:
-    """A bundle's model card (``model.json``), or None when retention removed the files."""
-    from music_recsys.store.bundle import CARD
-
-    card = Path(path or "") / CARD
-    if not path or not card.is_file():
-        return None
-    try:
-        return json.loads(card.read_text())
-    except ValueError:
-        return None
-
-
-def lift(test_map: float | None, popularity: float | None) -> float | None:
-    if test_map is None or not popularity:
-        return None
-    return test_map / popularity
-
-
 def champion_view(store: ResultsStore) -> dict[str, Any] | None:
     """The champion's registry row, its model card and the figures the overview's card shows."""
     row = registry.champion(store)
     if row is None:
         return None
-    card = bundle_card(row["path"]) or {}
+    card = read_card(row["path"]) or {}
     metrics = card.get("metrics") or {}
     popularity = card.get("popularity") or {}
     files = card.get("files") or {}

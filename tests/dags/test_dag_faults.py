@@ -168,7 +168,19 @@ MATRIX = {
     "fast_search: crash": Row("fast_search", Scenario({"fast_search": TRANSIENT}), 2),
     "record: store away": Row("record", Scenario({"record": TRANSIENT}), 4),
     "publish: store away": Row("publish", Scenario({"publish": TRANSIENT}), 4),
+    "approve_model: crash": Row("approve_model", Scenario({"approve_model": DETERMINISTIC}), 1),
+    "settle: crash": Row("settle", Scenario({"settle": TRANSIENT}), 2),
     "report: crash": Row("report", Scenario({"report": TRANSIENT}), 2),
+    "announce_champion: crash": Row("announce_champion", Scenario({"announce_champion": TRANSIENT}), 2),
+    "plan_batch_recommendations: crash": Row(
+        "plan_batch_recommendations", Scenario({"plan_batch_recommendations": TRANSIENT}), 2
+    ),
+    "batch_recommendations: Spark lost": Row(
+        "batch_recommendations", Scenario({"batch_recommendations": TRANSIENT}), 2
+    ),
+    "store_recommendations: store away": Row(
+        "store_recommendations", Scenario({"store_recommendations": TRANSIENT}), 4
+    ),
     "finish: crash": Row("finish", Scenario({"finish": TRANSIENT}), 2),
 }
 
@@ -259,7 +271,10 @@ def stage_table(dag, results: dict[str, dict]) -> list[tuple[str, str, str]]:
         checks_input = issubclass(getattr(task, "operator_class", type(task)), SparkSubmitOperator) or (
             callable_ is not None and "with fail_fast():" in inspect.getsource(callable_)
         )
-        retried = f"input error: no; any other: {times}" if checks_input else f"yes, {times}"
+        if not task.retries:
+            retried = "no (a person's answer is not retried)" if row.stage == "approve_model" else "no"
+        else:
+            retried = f"input error: no; any other: {times}" if checks_input else f"yes, {times}"
         stage = "`fit` (every grid point)" if row.stage == "fit" else f"`{row.stage}`"
         rows.append((stage, runs_after, retried))
     return rows

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from music_recsys.store.card import data_fingerprint, library_versions, model_card
+from music_recsys.store.card import data_fingerprint, library_versions, lift, model_card, read_card
 
 METRICS = ("map", "map_at_k", "precision_at_k", "ndcg_at_k", "recall_at_k", "ndcg_graded_at_k", "mpr")
 
@@ -104,3 +104,16 @@ def test_card_without_test_rows_says_so_and_bad_inputs_are_named():
         _card(settings={k: v for k, v in SETTINGS.items() if k != "seed"})
     with pytest.raises(ValueError, match="trial 't3' has no validation row"):
         _card(trial={**TRIAL, "trial_id": "t3"})
+
+
+def test_read_card_of_a_bundle_and_of_one_retention_removed(tmp_path):
+    (tmp_path / "model.json").write_text('{"version": "v1", "n_users": 3}')
+    assert read_card(str(tmp_path)) == {"version": "v1", "n_users": 3}
+    assert read_card(str(tmp_path / "gone")) is None and read_card(None) is None
+    (tmp_path / "model.json").write_text("{not json")
+    assert read_card(str(tmp_path)) is None
+
+
+def test_lift_over_popularity():
+    assert lift(0.12, 0.04) == pytest.approx(3.0)
+    assert lift(None, 0.04) is None and lift(0.12, 0.0) is None and lift(0.12, None) is None

@@ -13,17 +13,10 @@ from fastapi.testclient import TestClient
 
 from music_recsys.store import registry
 from music_recsys.ui.app import UISettings, create_app, csrf_token
-from tests.music_recsys.ui.ui_rows import BEST, BEST_MAP, BEST_TEST_MAP, POP_MAP, RUN_A, RUN_B, build_store
+from tests.music_recsys.ui.ui_rows import BEST, BEST_MAP, BEST_TEST_MAP, POP_MAP, RUN_A, RUN_B
 
 CHAMPION, RETIRED, CANDIDATE = "20260112T030000-bbbbbb", "20260105T030000-aaaaaa", "20260108T030000-cccccc"
 SECRET = "test-secret"
-
-
-@pytest.fixture
-def store(tmp_path):
-    store = build_store(f"sqlite:///{tmp_path / 'results.sqlite'}", tmp_path)
-    yield store
-    store.close()
 
 
 @pytest.fixture(autouse=True)

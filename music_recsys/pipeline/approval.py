@@ -28,10 +28,10 @@ def _num(value: Any, digits: int = 4) -> str:
 def approval_body(publication: dict[str, Any], champion: dict[str, Any] | None, data_check: dict | None) -> str:
     """Markdown for the approval form: the candidate's card beside the champion's (metrics on validation
     and test against popularity, the lift, the parameters, the data), the data check and the gate."""
-    from music_recsys.ui.pages import bundle_card, lift
+    from music_recsys.store.card import lift, read_card
 
-    mine = bundle_card(publication["path"]) or {}
-    theirs = (bundle_card(champion["path"]) or {}) if champion else {}
+    mine = read_card(publication["path"]) or {}
+    theirs = (read_card(champion["path"]) or {}) if champion else {}
     head = f"| | candidate `{publication['version']}` |" + (
         f" champion `{champion['model_version']}` |" if champion else " champion |"
     )

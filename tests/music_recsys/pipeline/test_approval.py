@@ -7,18 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from music_recsys.pipeline import approval
 from music_recsys.store import registry
-from music_recsys.ui import approval
-from tests.music_recsys.ui.ui_rows import BEST_TEST_MAP, POP_MAP, build_store, write_card
+from tests.music_recsys.ui.ui_rows import BEST_TEST_MAP, POP_MAP, write_card
 
 CHAMPION = "20260112T030000-bbbbbb"
-
-
-@pytest.fixture
-def store(tmp_path):
-    store = build_store(f"sqlite:///{tmp_path / 'results.sqlite'}", tmp_path)
-    yield store
-    store.close()
 
 
 def _held(store, tmp_path, version: str = "20260126T030000-eeeeee") -> dict:
