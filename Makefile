@@ -50,6 +50,7 @@ bench: setup
 	$(BIN)/python bench/cold_start.py
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/eval_topk.py
+	$(BIN)/python bench/topk_kernel.py
 	$(BIN)/python bench/als_fit.py
 	$(BIN)/python bench/als_tuning.py
 	$(BIN)/python bench/fast_search.py

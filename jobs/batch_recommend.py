@@ -3,7 +3,7 @@
 Reads the bundle (``models/<version>/``: factors, each user's train tracks, popularity, id labels) and
 writes ``recommendations/`` inside it: parquet ``user_id``, ``rank`` (1 = best), ``track_id``, ``score``,
 original string ids, users in index order, tracks the user played in train excluded. The top-k is the
-evaluation's kernel (``music_recsys.evaluation.topk``: a blocked matrix product and argpartition, ties by
+evaluation's kernel (``music_recsys.evaluation.topk``: a blocked matrix product and an exact cut, ties by
 track index) run on contiguous ranges of users inside Spark through ``mapInPandas`` — not
 ``recommendForAllUsers``, which is slow and memory-hungry (apache/spark #17742). The Python workers read
 the bundle's ``.npy`` files memory-mapped from its path (shared storage), so the same code runs under

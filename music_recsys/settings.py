@@ -103,7 +103,13 @@ _ALL = [
         "Spark",
     ),
     Setting("RECSYS_SHUFFLE_PARTITIONS", "8", "`spark.sql.shuffle.partitions`", "Spark"),
-    Setting("RECSYS_DRIVER_MEMORY", "2g", "Spark driver memory", "Spark"),
+    Setting(
+        "RECSYS_DRIVER_MEMORY",
+        "2g",
+        "Spark driver memory, the heap of every stage under local[*]: 2g carries ~10M train rows, the fit "
+        "needs 8g at 48M ([measured](benchmarks.md#driver-memory))",
+        "Spark",
+    ),
     Setting(
         "RECSYS_SPARK_PYTHON",
         lambda: sys.executable,

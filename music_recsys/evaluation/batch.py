@@ -34,7 +34,7 @@ def recommend_users(
     """Per user, (track indices, scores) of the k best unplayed tracks, best first, ties by track index.
 
     Users with factors: the evaluation's kernel (``topk.top_k_blocks``: one matrix product per block of
-    users, played tracks masked, argpartition, ties by index), scores read from the same block. Users
+    users, played tracks masked, the exact cut, ties by index), scores read from the same block. Users
     whose factor is all zeros: the most popular unplayed tracks, scored by popularity (what the serving API
     answers for them)."""
     out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(user_vectors)

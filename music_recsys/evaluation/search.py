@@ -1,6 +1,6 @@
 """Fast top-k search over item factors: exact baselines and Annoy, measured side by side.
 
-Exact baselines: single-query (one matrix-vector product + argpartition) and batched (a block of
+Exact baselines: single-query (one matrix-vector product + the exact cut) and batched (a block of
 users per matrix product, ``music_recsys.evaluation.topk``). Annoy is measured with two metrics, always named:
 ``dot`` (Annoy's inner-product index) and ``angular_ip`` (the inner-product-to-angular transform:
 items get an extra coordinate sqrt(M^2 - |v|^2), queries a 0, so angular order equals dot order).

@@ -33,6 +33,8 @@ from music_recsys.pipeline.spark import CONNECT_RETRY_SECONDS, spark_conf
 # What runs when the connection is not defined: Spark in the worker, on every core (the provider would
 # otherwise fall back to YARN).
 LOCAL_SPARK_CONNECTION = json.dumps({"conn_type": "spark", "host": "local[*]"})
+# spark-submit's exit code when the driver JVM died of an OutOfMemoryError (Spark's SparkExitCode.OOM).
+SPARK_OOM_EXIT_CODE = 52
 
 
 class SparkJobOperator(SparkSubmitOperator):
@@ -67,8 +69,9 @@ class SparkJobOperator(SparkSubmitOperator):
                     # pyspark installs spark-submit next to this interpreter; the provider looks on PATH.
                     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
                 super().execute(context)
-        except Exception:
+        except Exception as exc:
             self.fail_without_retry_on_input_error()
+            self.fail_without_retry_on_driver_oom(exc)
             raise
         result_file = Path(self.result_path)
         if not result_file.exists():
@@ -119,6 +122,23 @@ class SparkJobOperator(SparkSubmitOperator):
                 if archive.strip():  # the server's Python workers import this package from it
                     spark.addArtifacts(archive.strip(), pyfile=True)
             job.execute(module.run, spark, kwargs)
+
+    def fail_without_retry_on_driver_oom(self, exc: Exception) -> None:
+        """When spark-submit says the driver JVM died of an ``OutOfMemoryError`` (Spark's exit code 52), end
+        the task now with what to change: a retry with the same heap fails the same way. Under ``local[*]``
+        the driver does all the work, so its heap is ``RECSYS_DRIVER_MEMORY``; at the study's size (48M train
+        rows) the fit needs more than the default 2g (docs/benchmarks.md#driver-memory)."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        if f"Error code is: {SPARK_OOM_EXIT_CODE}." not in str(exc):
+            return
+        heap = (self.conf or {}).get("spark.driver.memory", "unset")
+        raise AirflowFailException(
+            f"{Path(self.application).name}: the Spark driver ran out of memory (java.lang.OutOfMemoryError, "
+            f"spark-submit exit code {SPARK_OOM_EXIT_CODE}) with spark.driver.memory {heap}; raise "
+            "RECSYS_DRIVER_MEMORY (docs/benchmarks.md#driver-memory gives measured heaps per data size) "
+            "(not retried)"
+        ) from exc
 
     def fail_without_retry_on_input_error(self) -> None:
         """When the job's result says its input made it fail, end the task now: a retry cannot help."""

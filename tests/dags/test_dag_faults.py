@@ -280,8 +280,8 @@ def stage_table(dag, results: dict[str, dict]) -> list[tuple[str, str, str]]:
     return rows
 
 
-@pytest.mark.parametrize("page", ["docs/failures.md", "README.md"])
-def test_the_docs_table_is_the_fault_matrix(dag, results, page):
+def test_the_docs_table_is_the_fault_matrix(dag, results):
+    page = "docs/failures.md"  # the README links it
     text = (REPO / page).read_text()
     documented = [
         tuple(cell.strip() for cell in line.strip().strip("|").split("|"))

@@ -77,6 +77,7 @@ def test_readme_is_a_map():
         "Two commands",
         "Stages, tasks and their code",
         "When a stage fails",
+        "Scale",  # issue 23: measured figures at 1M, 10M and the full size
         "Layout",
         "Command line",
         "Docs",

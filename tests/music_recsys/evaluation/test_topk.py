@@ -95,3 +95,21 @@ def test_one_row_and_block_forms_give_the_same_lists(k):
     scores = np.round(rng.normal(size=(20, 60)), 1).astype(np.float32)
     for row, expected in zip(scores, top_k_of_scores(scores.copy(), k), strict=True):
         assert top_k_of_row(row, k).tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("k", [1, 10, 50])
+def test_the_sampled_cut_equals_a_full_sort_ties_by_index(k):
+    # 6,000 items: the floor comes from a strided sample (stride 6,000 // (32 k) > 1). Scores rounded to
+    # one decimal: hundreds of ties at the k-th score, of which the lowest indices must make the cut;
+    # excluded items (-inf) and a row with fewer than k items left never return an excluded item.
+    rng = np.random.default_rng(k)
+    scores = np.round(rng.normal(size=(12, 6000)), 1).astype(np.float32)
+    scores[3, :] = -np.inf
+    scores[3, [7, 4001, 9]] = [0.5, 0.5, 2.0]
+    scores[5, rng.choice(6000, size=3000, replace=False)] = -np.inf
+    for row, got in zip(scores, top_k_of_scores(scores.copy(), k), strict=True):
+        expected = np.lexsort((np.arange(len(row)), -row))[:k]
+        expected = expected[np.isfinite(row[expected])]
+        assert got.tolist() == expected.tolist()
+        assert top_k_of_row(row.copy(), k).tolist() == expected.tolist()
+    assert top_k_of_scores(scores[3:4].copy(), k)[0].tolist() == [9, 7, 4001][:k]
