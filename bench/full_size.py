@@ -136,9 +136,8 @@ def tree_rss(pid: int) -> int:
 
 
 def driver_memory(train_rows: float) -> str:
-    """The bench's driver heap, from what ``bench/stage_replay.py`` measured at the full size: the default 2g
-    up to 10M train rows; at 48M the fit died of an OutOfMemoryError at 2g and 4g and ran at 8g as fast as
-    at 12g. In between, the line through those two points (1g per ~6.3M rows)."""
+    """The bench's driver heap: the default 2g up to 10M train rows, 8g at the study's 48M, the line between
+    (the heaps ``bench/stage_replay.py`` measured; docs/benchmarks.md#driver-memory)."""
     extra = max(0.0, train_rows - 10_000_000) * 6 / (STUDY_TRAIN_ROWS - 10_000_000)
     return f"{math.ceil(2 + extra)}g"
 

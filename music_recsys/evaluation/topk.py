@@ -145,8 +145,8 @@ def _floors(scores: np.ndarray, k: int) -> np.ndarray:
     sample of the row (every sampled score is a score of the row, so at least k of the row's scores reach
     it). Every item of the top k, ties at the k-th score included, is at or above it, and only a few times
     k items are, so the exact cut sorts a short list instead of partitioning the whole catalogue
-    (``bench/topk_kernel.py``: a block of users 5.4x faster than with ``argpartition`` of each row at 385K
-    tracks and k = 50, the product included; 3.9x at k = 500). With fewer than
+    (``bench/topk_kernel.py`` measures it against ``argpartition`` of each row; figures in
+    docs/benchmarks.md). With fewer than
     2 · ``SAMPLE_PER_K`` · k items the sample is the whole row."""
     n_items = scores.shape[1]
     stride = max(1, n_items // (SAMPLE_PER_K * k))
