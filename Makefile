@@ -10,7 +10,9 @@ export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 
 .PHONY: setup demo serve test test-fast lint data bench clean
 
+# Installs (once per change of the pins), then creates or migrates the embedded results store (idempotent).
 setup: $(STAMP)
+	@$(BIN)/music-recsys db upgrade
 
 # Re-installs only when the pins change; `make setup` is idempotent.
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml

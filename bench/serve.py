@@ -94,10 +94,11 @@ def measure_reload(folders: dict[str, Path], args, workdir: Path) -> dict:
     import httpx
     import sqlalchemy as sa
 
-    from music_recsys.store import registry
+    from music_recsys.store import registry, schema
     from music_recsys.store.results import ResultsStore, models
 
     url = f"sqlite:///{workdir / 'registry.sqlite'}"
+    schema.upgrade(url)
     store = ResultsStore(url)
     now = datetime.now(UTC)
     cards = {label: verify_bundle(folder) for label, folder in folders.items()}

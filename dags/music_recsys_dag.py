@@ -81,23 +81,24 @@ PARAMS = {
 def music_recsys():
     @task(multiple_outputs=True)
     def prepare() -> dict:
-        """Render date templates in paths, validate params (allowed roots, bounds, enums), plan the run.
+        """Fill date placeholders in paths, validate params (allowed roots, bounds, enums), migrate the
+        results store's schema (`music-recsys db upgrade`), plan the run.
 
-        Paths may hold Jinja templates ({{ ds }}, {{ ds_nodash }}, ...), so each backfill date reads
-        its own partition. Bad params fail the run at once, without retries."""
+        Paths may hold the run's dates ({{ ds }}, {{ ds_nodash }}, {{ data_interval_end | ds }}, ...), so
+        each backfill date reads its own partition; they are filled without a template engine, so a param
+        can never read a connection or a variable. Bad params fail the run at once, without retries."""
         from music_recsys.pipeline.tasks import fail_fast
         from music_recsys.pipeline.tasks import prepare as plan_run
 
         context = get_current_context()
         dag_run = context["dag_run"]
-        logical_date = (dag_run.logical_date or dag_run.run_after).isoformat()
+        logical_date = dag_run.logical_date or dag_run.run_after
+        dates = {
+            "data_interval_start": getattr(dag_run, "data_interval_start", None),
+            "data_interval_end": getattr(dag_run, "data_interval_end", None),
+        }
         with fail_fast():
-            return plan_run(
-                context["params"],
-                context["run_id"],
-                logical_date,
-                render=lambda text: context["task"].render_template(text, context),
-            )
+            return plan_run(context["params"], context["run_id"], logical_date.isoformat(), dates)
 
     @task
     def grid_points(plan: dict) -> list[dict]:

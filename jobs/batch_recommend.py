@@ -30,7 +30,7 @@ from music_recsys.pipeline import job
 from music_recsys.pipeline.job import InputError
 from music_recsys.store import recommendations as recs
 from music_recsys.store.bundle import BundleError, load_arrays, verify_bundle
-from music_recsys.store.layout import write_json
+from music_recsys.store.layout import replace_folder, write_json
 
 # Users per Spark partition (one parquet file each) past the cores' worth: bounds a task's output.
 USERS_PER_PARTITION = 200_000
@@ -73,7 +73,7 @@ def run(spark, bundle: str, k: int, result: str, partitions: int = 0) -> dict:
         written = recs.parquet_rows(staging)
         if written != int(lengths.sum()):
             raise RuntimeError(f"{staging}: {written} rows written, {int(lengths.sum())} expected ({n_users} users)")
-        recs.replace_folder(staging, target)
+        replace_folder(staging, target)
     except BaseException:
         import shutil
 

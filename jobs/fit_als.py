@@ -3,7 +3,9 @@
 For each grid point writes ``<run-dir>/trials/<trial id>/user_factors`` and ``item_factors`` (parquet:
 id, features), ``item_factors.npy`` (a dense float32 matrix, row = item index; items the transform
 removed from train have zero rows) for evaluation and the search stage, and
-``<run-dir>/results/fit/<trial id>.json`` (status, fit seconds, or the error).
+``<run-dir>/results/fit/<trial id>.json`` (status, fit seconds, the digest of its inputs, or the error). A
+retry keeps a point fitted by an earlier attempt only when that attempt's inputs digest matches (a run
+cleared and re-run on changed data fits again).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from music_recsys.data.fingerprint import data_fingerprint, digest
 from music_recsys.model.als import apply_transform, build_als
 from music_recsys.pipeline import job
 from music_recsys.pipeline.config import TrialSpec
@@ -30,6 +33,12 @@ def factors_matrix(rows: list, n: int, rank: int) -> np.ndarray:
     return matrix
 
 
+def trial_params(spec: TrialSpec, drop_threshold: int, max_iter: int, seed: int, nonnegative: bool) -> dict:
+    """Everything that shapes one grid point's factors besides the data."""
+    return {**spec.as_dict(), "drop_threshold": drop_threshold, "max_iter": max_iter, "seed": seed,
+            "nonnegative": nonnegative}  # fmt: skip
+
+
 def fit_trial(
     spark,
     indexed,
@@ -41,16 +50,13 @@ def fit_trial(
     seed: int,
     num_blocks: int,
     nonnegative: bool,
+    data: str,
 ) -> dict:
-    """Fit one grid point and save its factors; write its result JSON (also when it fails)."""
+    """Fit one grid point and save its factors; write its result JSON (also when it fails). ``data`` is the
+    digest of the training data (``training_data_digest``)."""
     trial_id = spec.trial_id
-    params = {
-        **spec.as_dict(),
-        "drop_threshold": drop_threshold,
-        "max_iter": max_iter,
-        "seed": seed,
-        "nonnegative": nonnegative,
-    }
+    params = trial_params(spec, drop_threshold, max_iter, seed, nonnegative)
+    params["inputs"] = digest(data, params)
     out_dir = layout.trial_dir(trial_id)
     result = layout.trial_result(trial_id)
     set_checkpoint_dir(spark, str(layout.trial_checkpoints(trial_id)))
@@ -101,13 +107,23 @@ def index_shape(train: str) -> tuple[int, int]:
     return tuple(pq.read_metadata(labels / f"{key}.parquet").num_rows for key in ("users", "tracks"))
 
 
-def earlier_success(layout: RunLayout, spec: TrialSpec) -> dict | None:
-    """The result of an earlier attempt of the same run that already fitted this grid point, if any."""
+def training_data_digest(layout: RunLayout, train: str) -> str:
+    """What the fit reads, as a digest: the content fingerprint of the run's ingest (rows and checksums per
+    split, ``music_recsys.data.fingerprint``) and the indexed train files as written."""
+    ingest = layout.stage_result("ingest")
+    content = data_fingerprint(read_json(ingest))["hash"] if ingest.exists() else None
+    files = sorted((p.name, p.stat().st_size) for p in Path(train).glob("*.parquet"))
+    return digest(content, files)
+
+
+def earlier_success(layout: RunLayout, spec: TrialSpec, inputs: str) -> dict | None:
+    """The result of an earlier attempt of the same run that already fitted this grid point from the same
+    inputs (digest ``inputs``), if any."""
     path = layout.trial_result(spec.trial_id)
     if not path.exists() or not (layout.trial_dir(spec.trial_id) / "item_factors.npy").exists():
         return None
     report = read_json(path)
-    return report if report.get("status") == "success" else None
+    return report if report.get("status") == "success" and report.get("inputs") == inputs else None
 
 
 def run(
@@ -135,13 +151,15 @@ def run(
     # 0 = one ALS block per core Spark gives the job (local: the machine's cores; cluster: executor cores).
     num_blocks = num_blocks or default_parallelism(spark)
     summary: dict = {"trials": {}, "kept_from_earlier_attempt": [], "failed": []}
+    data = training_data_digest(layout, train)
     try:
         for spec in specs:
-            if (report := earlier_success(layout, spec)) is not None:
+            params = trial_params(spec, drop_threshold, max_iter, seed, nonnegative)
+            if (report := earlier_success(layout, spec, digest(data, params))) is not None:
                 summary["kept_from_earlier_attempt"].append(spec.trial_id)
             else:
                 report = fit_trial(
-                    spark, indexed, shape, spec, layout, drop_threshold, max_iter, seed, num_blocks, nonnegative
+                    spark, indexed, shape, spec, layout, drop_threshold, max_iter, seed, num_blocks, nonnegative, data
                 )
             summary["trials"][spec.trial_id] = {
                 key: report.get(key) for key in ("status", "fit_seconds", "n_ratings", "error", "retryable")

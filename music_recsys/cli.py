@@ -3,6 +3,8 @@
 music-recsys generate --out DIR   MSD-like play counts (parquet, MSD TSV or CSV); --preset study: the study's size
 music-recsys serve                the champion of the model registry over HTTP
 music-recsys models [list]        the model registry; `models promote VERSION` rolls back or forward
+music-recsys db upgrade           create or migrate the results store's schema (the one step that changes it)
+music-recsys db grant ROLE        let a PostgreSQL role read the store (SELECT only; --promotes: the UI's role)
 music-recsys params               the DAG's params (the README table, or --json for the schemas)
 music-recsys recommendations export --version V --out FILE   a model's batch recommendations as CSV or parquet
 music-recsys check-install        the installation: pyspark's Python files match its jars
@@ -66,11 +68,60 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _db(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
+    from music_recsys.store import schema
+    from music_recsys.store.results import connect_engine, results_url
+
+    url = args.results_url or results_url()
+    where = sa.engine.make_url(url).render_as_string(hide_password=True)
+    if args.action == "grant":
+        if not args.role:
+            print("db grant: name the ROLE to give read access to", file=sys.stderr)
+            return 2
+        statements = schema.reader_grants(args.role, promotes=args.promotes)
+        engine = connect_engine(url)
+        try:
+            if engine.dialect.name != "postgresql":
+                print(f"db grant: {where} is not PostgreSQL; roles and grants are PostgreSQL's", file=sys.stderr)
+                return 2
+            with engine.begin() as conn:
+                for statement in statements:
+                    conn.execute(sa.text(statement))
+        finally:
+            engine.dispose()
+        print("\n".join(f"{statement};" for statement in statements))
+        return 0
+    if args.action == "upgrade":
+        done = schema.upgrade(url)
+        if done["before"] == done["after"]:
+            print(f"results store {where}: at revision {done['after']} (the newest); nothing to do")
+        else:
+            print(f"results store {where}: upgraded from {done['before'] or 'nothing'} to {done['after']}")
+        return 0
+    engine = connect_engine(url)
+    try:
+        with engine.connect() as conn:
+            found = schema.current(conn)
+    finally:
+        engine.dispose()
+    head = schema.head()
+    state = "the newest" if found == head else f"run `music-recsys db upgrade` for {head}"
+    print(f"results store {where}: revision {found or 'none'} ({state})")
+    return 0 if found == head else 1
+
+
 def _models(args: argparse.Namespace) -> int:
     from music_recsys.store import registry
     from music_recsys.store.results import ResultsStore, results_url
+    from music_recsys.store.schema import SchemaError
 
-    store = ResultsStore(args.results_url or results_url())
+    try:
+        store = ResultsStore(args.results_url or results_url())
+    except SchemaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     try:
         if args.action == "promote":
             if not args.version:
@@ -92,13 +143,18 @@ def _models(args: argparse.Namespace) -> int:
     if not rows:
         print("no models registered yet (a DAG run's publish task registers one)")
         return 0
-    print(f"{'version':<24} {'status':<10} {'test MAP':>9} {'popularity':>10}  {'trial':<26} reason")
+    print(
+        f"{'version':<24} {'status':<17} {'k':>5} {'test MAP':>9} {'popularity':>10} {'champion':>9}  "
+        f"{'trial':<26} reason"
+    )
     for r in rows:
         test_map = f"{r['test_map']:.4f}" if r["test_map"] is not None else "—"
         popularity = f"{r['popularity_test_map']:.4f}" if r["popularity_test_map"] is not None else "—"
+        # The champion this model was decided against, re-scored on its data at its k.
+        compared = f"{r['compared_test_map']:.4f}" if r.get("compared_test_map") is not None else "—"
         print(
-            f"{r['model_version']:<24} {r['status']:<10} {test_map:>9} {popularity:>10}  "
-            f"{r['trial_id']:<26} {r['reason']}"
+            f"{r['model_version']:<24} {r['status']:<17} {r.get('k') or '—':>5} {test_map:>9} {popularity:>10} "
+            f"{compared:>9}  {r['trial_id']:<26} {r['reason']}"
         )
     return 0
 
@@ -199,6 +255,21 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--results-url", help="SQLAlchemy URL of the results store")
     models.add_argument("--json", action="store_true", help="every column, as JSON")
     models.set_defaults(handler=_models)
+
+    db = commands.add_parser(
+        "db",
+        help="the results store's schema: `db upgrade` creates or migrates it (Alembic), `db current` shows it, "
+        "`db grant ROLE` lets a role read it without changing it",
+    )
+    db.add_argument("action", choices=["upgrade", "current", "grant"])
+    db.add_argument("role", nargs="?", help="with grant: the PostgreSQL role that may read (SELECT only)")
+    db.add_argument(
+        "--promotes", action="store_true", help="with grant: also UPDATE on models (the UI's promotions and roll-backs)"
+    )
+    db.add_argument(
+        "--results-url", help="SQLAlchemy URL of the results store (default: the recsys_results connection)"
+    )
+    db.set_defaults(handler=_db)
 
     params = commands.add_parser("params", help="the DAG's params: defaults, allowed values, meaning")
     params.add_argument("--json", action="store_true", help="the JSON schemas instead of the table")

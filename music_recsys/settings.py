@@ -52,7 +52,8 @@ _ALL = [
     Setting(
         "RECSYS_DATA_ROOT",
         "data",
-        "data, runs, models, SQLite results (relative = from the working directory)",
+        "data, runs, models, SQLite results (relative = from the working directory the process started in; "
+        "each run records the absolute root its tasks use)",
         "Data",
         "`./data`",
     ),
@@ -185,6 +186,18 @@ _ALL = [
     Setting(
         "RECSYS_RESULTS_PASSWORD", "recsys", "password of the results database", "Deployment (docker-compose .env)"
     ),
+    Setting(
+        "RECSYS_RESULTS_READER_PASSWORD",
+        "reader",
+        "password of `recsys_reader`, the serving API's SELECT-only role",
+        "Deployment (docker-compose .env)",
+    ),
+    Setting(
+        "RECSYS_RESULTS_UI_PASSWORD",
+        "ui",
+        "password of `recsys_ui`, the UI plugin's role (SELECT, and UPDATE on `models`)",
+        "Deployment (docker-compose .env)",
+    ),
     # --- Tests and harness
     Setting(
         "RECSYS_TEST_POSTGRES",
@@ -244,6 +257,25 @@ def number(name: str, *, minimum: float | None = None) -> float:
 def path(name: str) -> Path:
     """The variable as a path, ``~`` expanded (not resolved: callers decide that)."""
     return Path(text(name)).expanduser()
+
+
+# The working directory the process started in: a relative RECSYS_DATA_ROOT is taken from here, so a later
+# chdir (a library, a task runner) cannot move the store under a running process.
+_START_DIR = Path.cwd()
+
+
+def data_root() -> Path:
+    """The data root: ``RECSYS_DATA_ROOT`` (default ``./data``), absolute and symlink-resolved; a relative
+    value is taken from the directory the process started in, not from wherever it is now."""
+    raw = path("RECSYS_DATA_ROOT")
+    return (raw if raw.is_absolute() else _START_DIR / raw).resolve()
+
+
+def in_data_root(path: str | Path) -> Path:
+    """A path the results store or a run records: relative ones lie under the data root (so a moved data
+    root keeps working), absolute ones are taken as they are."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else data_root() / path
 
 
 def jobs_dir(beside: str | Path) -> Path:

@@ -194,3 +194,28 @@ def test_the_api_serves_the_registry_champion_with_a_healthcheck(compose):
     assert "@results-db:5432/recsys" in api["environment"]["AIRFLOW_CONN_RECSYS_RESULTS"]
     assert api["environment"]["RECSYS_DATA_ROOT"] == "/opt/recsys/data"
     assert any(v.endswith(":/opt/recsys/data:ro") for v in api["volumes"])  # reads bundles, writes nothing
+
+
+def test_one_step_owns_the_schema_and_readers_use_read_only_roles(compose):
+    """airflow-init migrates the results store before anything else starts and grants the read-only roles;
+    the API reads as recsys_reader (SELECT only) and the UI plugin as recsys_ui; only the tasks write."""
+    init = compose["services"]["airflow-init"]["command"][-1]
+    steps = [line.strip() for line in init.splitlines() if line.strip().startswith("music-recsys")]
+    assert steps == [
+        "music-recsys db upgrade",
+        "music-recsys db grant recsys_reader",
+        "music-recsys db grant recsys_ui --promotes",
+    ]
+    api = compose["services"]["recsys-api"]["environment"]["AIRFLOW_CONN_RECSYS_RESULTS"]
+    ui = compose["services"]["airflow-apiserver"]["environment"]["AIRFLOW_CONN_RECSYS_RESULTS"]
+    tasks = compose["services"]["airflow-scheduler"]["environment"]["AIRFLOW_CONN_RECSYS_RESULTS"]
+    assert api.startswith("postgres://recsys_reader:") and ui.startswith("postgres://recsys_ui:")
+    assert tasks.startswith("postgres://recsys:")
+    for service in ("recsys-api", "airflow-apiserver", "airflow-scheduler"):
+        assert (
+            compose["services"][service]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+        )
+    roles = (REPO / "docker" / "results-db-roles.sh").read_text()
+    assert "CREATE ROLE recsys_reader LOGIN" in roles and "CREATE ROLE recsys_ui LOGIN" in roles
+    volume = "./docker/results-db-roles.sh:/docker-entrypoint-initdb.d/10-recsys-roles.sh:ro"
+    assert volume in compose["services"]["results-db"]["volumes"]

@@ -32,11 +32,15 @@ def bucket_labels() -> list[str]:
 
 
 def profile(df: DataFrame) -> dict[str, Any]:
-    """Rows, users, tracks, plays, median and p99 count, share of count 1 and the count histogram of one
-    split, in one aggregation (exact percentiles: play counts have few distinct values)."""
+    """Rows, users, tracks, plays, median and p99 count, share of count 1, the count histogram and a content
+    checksum of one split, in one aggregation (exact percentiles: play counts have few distinct values).
+
+    The checksum depends on the rows only — not on their order, the file format or where the file lies:
+    the XOR and the sum (of the low 32 bits) of a 64-bit hash of every (user, track, count) row."""
     from pyspark.sql import functions as F
 
     count = F.col(C.COUNT)
+    row_hash = F.xxhash64(F.col(C.USER_ID).cast("string"), F.col(C.TRACK_ID).cast("string"), count.cast("long"))
     bucket = F.lit(len(COUNT_BUCKETS))
     for i, high in reversed(list(enumerate(COUNT_BUCKETS))):
         bucket = F.when(count <= high, F.lit(i)).otherwise(bucket)
@@ -47,6 +51,8 @@ def profile(df: DataFrame) -> dict[str, Any]:
         F.sum(count).alias("plays"),
         F.percentile(count, [0.5, 0.99]).alias("percentiles"),
         F.avg((count == 1).cast("double")).alias("share_count_1"),
+        F.bit_xor(row_hash).alias("hash_xor"),
+        F.sum(F.pmod(row_hash, F.lit(1 << 32))).alias("hash_sum"),
     ]
     aggs += [F.sum((bucket == i).cast("long")).alias(f"b{i}") for i in range(len(COUNT_BUCKETS) + 1)]
     row = df.agg(*aggs).first()
@@ -61,7 +67,16 @@ def profile(df: DataFrame) -> dict[str, Any]:
         "p99_count": p99,
         "share_count_1": row["share_count_1"],
         "count_histogram": histogram,
+        "checksum": content_checksum(int(row["rows"]), row["hash_xor"], row["hash_sum"]),
     }
+
+
+def content_checksum(rows: int, hash_xor: int | None, hash_sum: int | None) -> str:
+    """A split's checksum (64 hex digits) from its row count and the two order-independent hash folds."""
+    import hashlib
+
+    text = f"{rows}:{(hash_xor or 0) & ((1 << 64) - 1):016x}:{hash_sum or 0:x}"
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def hashed_ids(df: DataFrame, column: str) -> DataFrame:
@@ -112,16 +127,21 @@ def compare(
     thresholds: Thresholds,
     new_users: float | None = None,
     new_tracks: float | None = None,
+    ids_missing: str | None = None,
 ) -> dict[str, Any]:
-    """Each split's change against the baseline, the figures that crossed a threshold, and the verdict.
+    """Each split's change against the baseline, the figures that crossed a threshold, the checks that
+    could not run, and the verdict.
 
-    ``current`` and ``baseline`` map split -> profile; the new-user and new-track shares are of train.
-    Verdict ``first_run`` when there is no baseline, else ``pass`` or ``drift``.
+    ``current`` and ``baseline`` map split -> profile; the new-user and new-track shares are of train (None:
+    not measured, ``ids_missing`` says why). Verdict ``first_run`` when there is no baseline, else ``drift``
+    when a figure crossed its threshold, ``incomplete`` when none did but a check could not run (each one
+    named in ``skipped``), else ``pass``.
     """
     if not baseline:
-        return {"verdict": "first_run", "baseline_run_id": None, "changes": {}, "violations": []}
+        return {"verdict": "first_run", "baseline_run_id": None, "changes": {}, "violations": [], "skipped": []}
     changes: dict[str, dict[str, Any]] = {}
     violations: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
 
     def check(split: str, figure: str, now: Any, before: Any, value: float | None, limit: float) -> None:
         if value is not None and abs(value) > limit:
@@ -132,6 +152,10 @@ def compare(
     for split in C.SPLITS:
         now, before = current.get(split), baseline.get(split)
         if not now or not before:
+            where = "this drop" if not now else "the baseline run"
+            skipped.append(
+                {"split": split, "check": "volume and count shift", "reason": f"{where} has no {split} profile"}
+            )
             continue
         split_changes = {f: relative_change(now.get(f), before.get(f)) for f in PROFILE_FIGURES}
         split_changes["count_shift"] = count_shift(now["count_histogram"], before["count_histogram"])
@@ -151,7 +175,17 @@ def compare(
     changes["train"]["new_track_share"] = new_tracks
     check("train", "new_user_share", new_users, None, new_users, thresholds.max_new_user_share)
     check("train", "new_track_share", new_tracks, None, new_tracks, thresholds.max_new_track_share)
-    return {"verdict": "drift" if violations else "pass", "changes": changes, "violations": violations}
+    for figure, value in (("new_user_share", new_users), ("new_track_share", new_tracks)):
+        if value is None:
+            reason = ids_missing or "the hashed train ids of this drop or of the baseline run are not available"
+            skipped.append({"split": "train", "check": figure, "reason": reason})
+    verdict = "drift" if violations else "incomplete" if skipped else "pass"
+    return {"verdict": verdict, "changes": changes, "violations": violations, "skipped": skipped}
+
+
+def skipped_text(skipped: list[dict[str, str]]) -> str:
+    """The checks that could not run, in one line."""
+    return "; ".join(f"{s['check']} of {s['split']} ({s['reason']})" for s in skipped)
 
 
 SHARE_FIGURES = ("count_shift", "new_user_share", "new_track_share")

@@ -24,6 +24,15 @@ class Metric:
     spark: bool  # one of Spark RankingMetrics' metrics (held to Spark by the parity tests)
     accuracy: bool = True  # scores lists against held-out plays (False: describes the lists; not on the card)
 
+    def label_at(self, k: int | None) -> str:
+        """The label with its k: ``precision@500``; ``MAP (top 500)`` for MAP over the whole top-k list.
+        Numbers measured at different k are not comparable, so every table says which."""
+        if k is None:
+            return self.label
+        if "@k" in self.label:
+            return self.label.replace("@k", f"@{k}")
+        return f"{self.label} (top {k})" if self.accuracy and self.name == "map" else self.label
+
 
 # The catalogue: every metric a scored row carries, in column order. Result columns, report tables, the
 # model card, ``selection_metric``'s choices and docs/metrics.md derive from it.

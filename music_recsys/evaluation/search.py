@@ -4,11 +4,14 @@ Exact baselines: single-query (one matrix-vector product + the exact cut) and ba
 users per matrix product, ``music_recsys.evaluation.topk``). Annoy is measured with two metrics, always named:
 ``dot`` (Annoy's inner-product index) and ``angular_ip`` (the inner-product-to-angular transform:
 items get an extra coordinate sqrt(M^2 - |v|^2), queries a 0, so angular order equals dot order).
-Recall@k is measured against the exact top-k by dot product.
+Recall@k is measured as the API serves: each query user's train tracks excluded from the exact top-k by
+dot product (the truth) and from Annoy's answer, through ``served_top_k`` — the function the serving
+model itself calls — so the operating point the gate ships is the one users get.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import time
@@ -114,6 +117,31 @@ class AnnoySearcher:
         self.index.unload()
 
 
+def served_top_k(
+    index: Any,
+    metric: str,
+    item_vectors: np.ndarray,
+    vector: np.ndarray,
+    k: int,
+    exclude: np.ndarray,
+    factor: int,
+    search_k: int,
+    measured_candidates: int,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """What the API answers from an Annoy index: ``factor`` candidates per track asked for (plus room for
+    the excluded tracks), excluded tracks dropped, the rest re-ranked exactly to k; None when too few are
+    left (the API then answers exactly). ``search_k`` was measured for ``measured_candidates`` candidates
+    and grows in proportion to the candidates asked for, keeping the measured recall per candidate."""
+    wanted = k * factor + len(exclude)
+    grown = max(search_k, search_k * wanted // max(measured_candidates, 1)) if search_k > 0 else search_k
+    found = np.asarray(index.get_nns_by_vector(query_vector(vector, metric), wanted, search_k=grown), dtype=np.int64)
+    if len(exclude):
+        found = found[~np.isin(found, exclude)]
+    if len(found) < min(k, len(item_vectors) - len(exclude)):
+        return None
+    return rerank(item_vectors, vector, found, k)
+
+
 def recall(approx: Iterable[int], exact: np.ndarray) -> float:
     if len(exact) == 0:
         return 1.0
@@ -176,26 +204,33 @@ def sweep(
     workdir: str | os.PathLike | None = None,
     metrics: Iterable[str] = ANNOY_METRICS,
     rerank_factors: Iterable[int] = (1, 4),
+    exclude: list[np.ndarray] | None = None,
 ) -> list[SearchMeasurement]:
     """Measure exact baselines and every Annoy (metric, n_trees, search_k, re-rank) at every k.
 
-    A re-rank factor f > 1 asks Annoy for f * k candidates and keeps the exact top k of those.
+    ``exclude[i]`` lists the tracks query i must not get (its train tracks, as served); every answer is
+    produced the way the API produces it (``served_top_k``). A re-rank factor f asks Annoy for f * k
+    candidates (plus the excluded) and keeps the exact top k of those.
     """
     item_vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     n_items, n_queries = len(item_vectors), len(queries)
+    if exclude is None:
+        exclude = [np.zeros(0, dtype=np.int64)] * n_queries
+    if len(exclude) != n_queries:
+        raise ValueError(f"exclude has {len(exclude)} rows for {n_queries} queries")
     ks = sorted({min(k, n_items) for k in ks})
     out: list[SearchMeasurement] = []
 
     def measure(metric, n_trees, search_k, k, candidates, search_fn, truth, build_seconds, index_bytes) -> list:
         """Time ``search_fn`` on every query, score it against ``truth`` (None: it is the truth); return answers."""
         # Warm-up (caches, CPU clock, mmap pages), so the first configuration measured is not penalised.
-        for q in queries[: min(10, n_queries)]:
-            search_fn(q)
+        for i, q in enumerate(queries[: min(10, n_queries)]):
+            search_fn(q, exclude[i])
         latencies, recalls, answers = np.empty(n_queries), np.empty(n_queries), []
         for i, q in enumerate(queries):
             started = time.perf_counter()
-            found = search_fn(q)
+            found = search_fn(q, exclude[i])
             latencies[i] = time.perf_counter() - started
             recalls[i] = recall(found, truth[i]) if truth is not None else 1.0
             answers.append(found)
@@ -220,11 +255,11 @@ def sweep(
     for k in ks:
         # The timed single-query exact search is also the ground truth for every other configuration.
         truth[k] = measure(
-            "exact", 0, 0, k, k, lambda q, k=k: top_k_one(item_vectors, q, k)[0], None, 0.0, item_vectors.nbytes
+            "exact", 0, 0, k, k, lambda q, x, k=k: top_k_one(item_vectors, q, k, x)[0], None, 0.0, item_vectors.nbytes
         )
-        top_k(queries[: min(10, n_queries)], item_vectors, k)  # warm-up
+        top_k(queries[: min(10, n_queries)], item_vectors, k, exclude=exclude[: min(10, n_queries)])  # warm-up
         started = time.perf_counter()
-        batched = top_k(queries, item_vectors, k)
+        batched = top_k(queries, item_vectors, k, exclude=exclude)
         per_query = np.full(n_queries, (time.perf_counter() - started) / n_queries)
         batched_recall = float(np.mean([recall(b, e) for b, e in zip(batched, truth[k], strict=True)]))
         out.append(
@@ -252,12 +287,9 @@ def sweep(
                             n_cand = min(k * factor, n_items)
                             if factor > 1 and n_cand == k:
                                 continue  # the catalogue is too small for re-ranking to differ
-                            if factor == 1:
-                                fn = lambda q, k=k, sk=search_k, s=searcher: s.query(q, k, sk)  # noqa: E731
-                            else:
-                                fn = lambda q, k=k, sk=search_k, c=n_cand, s=searcher: rerank(  # noqa: E731
-                                    item_vectors, q, s.query(q, c, sk), k
-                                )[0]
+                            fn = functools.partial(
+                                _served, searcher, item_vectors, k=k, candidates=n_cand, search_k=search_k
+                            )
                             measure(
                                 metric,
                                 n_trees,
@@ -271,6 +303,22 @@ def sweep(
                             )
                 searcher.close()
     return out
+
+
+def _served(
+    searcher: AnnoySearcher,
+    item_vectors: np.ndarray,
+    query: np.ndarray,
+    exclude: np.ndarray,
+    *,
+    k,
+    candidates,
+    search_k,
+) -> np.ndarray:
+    """The API's answer through this index; when Annoy leaves too few, the exact answer it falls back to."""
+    factor = max(1, candidates // k)
+    found = served_top_k(searcher.index, searcher.metric, item_vectors, query, k, exclude, factor, search_k, candidates)
+    return found[0] if found is not None else top_k_one(item_vectors, query, k, exclude)[0]
 
 
 def operating_point(
@@ -328,14 +376,14 @@ def frontier(measurements: list[SearchMeasurement], k: int) -> list[dict]:
     return kept
 
 
-def query_vectors(validation_users: np.ndarray, user_factors: np.ndarray, max_queries: int, seed: int) -> np.ndarray:
-    """The search's queries: factors of the validation users that have any (a transform can leave a user
-    without), a seeded sample of at most ``max_queries``."""
+def query_users(validation_users: np.ndarray, user_factors: np.ndarray, max_queries: int, seed: int) -> np.ndarray:
+    """The search's query users: validation users with factors (a transform can leave a user without), a
+    seeded sample of at most ``max_queries`` (ascending)."""
     users = np.unique(validation_users)
-    vectors = user_factors[users[np.any(user_factors[users] != 0, axis=1)]]
-    if len(vectors) > max_queries:
-        vectors = vectors[np.random.default_rng(seed).choice(len(vectors), max_queries, replace=False)]
-    return vectors
+    users = users[np.any(user_factors[users] != 0, axis=1)]
+    if len(users) > max_queries:
+        users = np.sort(users[np.random.default_rng(seed).choice(len(users), max_queries, replace=False)])
+    return users
 
 
 def better_metric(

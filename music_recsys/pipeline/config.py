@@ -103,7 +103,8 @@ class RunConfig:
     train_path: str = _path(
         "msd_like/train.parquet",
         "Train play counts: parquet (user_id, count, track_id), MSD triplets TSV or CSV; relative to "
-        "RECSYS_DATA_ROOT or absolute under an allowed root. May hold date templates ({{ ds }}).",
+        "RECSYS_DATA_ROOT or absolute under an allowed root. May hold the run's date ({{ ds }}, {{ ds_nodash }}, "
+        "{{ data_interval_end | ds }}, ...); nothing else is rendered.",
     )
     validation_path: str = _path(
         "msd_like/validation.parquet", "Validation play counts (the rest of the hold-out users' histories)."

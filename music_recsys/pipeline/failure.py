@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from music_recsys import settings
+from music_recsys.store.layout import write_json
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,7 @@ def record_task_failure(context: Mapping[str, Any]) -> None:
             max_tries=getattr(ti, "max_tries", None),
         )
         path = task_record_path(_run_dir(context["run_id"]), ti.task_id, map_index)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, indent=2, default=str))
+        write_json(path, record)
     except Exception:  # a callback that raises only adds noise to the log of the real failure
         log.exception("could not record the failure of %s", context.get("ti"))
 
@@ -209,12 +209,12 @@ def on_run_failure(context: Mapping[str, Any]) -> None:
             failure = {"run_id": run_id, "dag_id": dag.dag_id, "stage": None, "task": None, "retryable": True,
                        "message": f"the run failed without a failed task (reason: {context.get('reason')})",
                        "not_run": [], "failed_after": [], "skipped": [], "states": {}}  # fmt: skip
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / FAILURE_FILE).write_text(json.dumps(failure, indent=2, default=str))
+        # Atomic (temp file + rename): the UI and a person may read it while the callback writes it.
+        write_json(run_dir / FAILURE_FILE, failure)
         line = note_line(failure)
         log.error("run %s: %s", run_id, line)
         failure["note"] = set_note(dag.dag_id, run_id, line)
-        (run_dir / FAILURE_FILE).write_text(json.dumps(failure, indent=2, default=str))
+        write_json(run_dir / FAILURE_FILE, failure)
     except Exception:  # the callback must not hide the run's own failure behind its own
         log.exception("could not write %s for run %s", FAILURE_FILE, run_id)
 

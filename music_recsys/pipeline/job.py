@@ -22,11 +22,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from music_recsys.errors import InputError
 from music_recsys.store.layout import write_json
 
-
-class InputError(ValueError):
-    """The job's input or params make it fail; retrying with the same input cannot help."""
+__all__ = ["InputError", "execute", "failure_result", "load_job", "main"]
 
 
 def failure_result(exc: BaseException) -> dict[str, Any]:

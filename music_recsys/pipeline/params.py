@@ -8,10 +8,12 @@ which params exist.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from music_recsys.pipeline.job import InputError
+from music_recsys.errors import InputError
 
 SECTIONS = ("Data", "Grid", "Evaluation", "Data checks", "Fast search", "Publishing", "Execution")
 
@@ -97,3 +99,51 @@ def describe_schema(schema: dict[str, Any]) -> str:
     bounds = ", ".join(b for b in (low, high) if b)
     excluded = f", not {schema['not']['const']}" if "not" in schema else ""
     return f"{kind} {bounds}{excluded}".strip()
+
+
+# What a path param may say about the run's dates. Filled by ``fill_date_placeholders`` without any
+# template engine, from the run's dates alone: a param never reaches Airflow's connections, variables or
+# anything else a task's context holds (a conf of `{{ conn.x.password }}` is refused, not rendered).
+DATE_PLACEHOLDERS = {
+    "ds": lambda d: d.strftime("%Y-%m-%d"),
+    "ds_nodash": lambda d: d.strftime("%Y%m%d"),
+    "ts": lambda d: d.isoformat(),
+    "ts_nodash": lambda d: d.strftime("%Y%m%dT%H%M%S"),
+}
+# Dates a placeholder can format with a filter: `{{ data_interval_end | ds }}`.
+DATE_FIELDS = ("logical_date", "data_interval_start", "data_interval_end")
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_]+)\s*(?:\|\s*([A-Za-z_]+)\s*)?\}\}")
+_TEMPLATE_MARKS = ("{{", "}}", "{%", "%}", "{#", "#}")
+
+
+def allowed_placeholders() -> list[str]:
+    """Every placeholder a path param may hold, as a user writes it."""
+    plain = [f"{{{{ {name} }}}}" for name in DATE_PLACEHOLDERS]
+    filtered = [f"{{{{ {field} | {name} }}}}" for field in DATE_FIELDS[1:] for name in ("ds", "ds_nodash")]
+    return plain + filtered
+
+
+def fill_date_placeholders(name: str, text: str, dates: dict[str, datetime]) -> str:
+    """``text`` with its date placeholders filled from ``dates`` (``logical_date``, ``data_interval_start``,
+    ``data_interval_end``); anything else that looks like a template is refused with a ``ParamError`` that
+    does not repeat it (it is never rendered, so there is nothing it could have revealed)."""
+
+    def fill(match: re.Match) -> str:
+        field_name, fmt = match.group(1), match.group(2)
+        if fmt is None and field_name in DATE_PLACEHOLDERS:
+            return DATE_PLACEHOLDERS[field_name](dates["logical_date"])
+        if fmt in DATE_PLACEHOLDERS and field_name in DATE_FIELDS:
+            return DATE_PLACEHOLDERS[fmt](dates.get(field_name) or dates["logical_date"])
+        raise _refused(name)
+
+    filled = _PLACEHOLDER.sub(fill, text)
+    if any(mark in filled for mark in _TEMPLATE_MARKS):
+        raise _refused(name)
+    return filled
+
+
+def _refused(name: str) -> ParamError:
+    return ParamError(
+        f"{name}: holds a template expression that is not one of the date placeholders a path may use "
+        f"({', '.join(allowed_placeholders())}); paths are never rendered as templates"
+    )

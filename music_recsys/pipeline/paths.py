@@ -12,11 +12,10 @@ from pathlib import Path
 
 from music_recsys import settings
 from music_recsys.pipeline.params import ParamError
+from music_recsys.settings import data_root
+from music_recsys.store.layout import run_dir, safe_run_id
 
-
-def data_root() -> Path:
-    """The data root: ``RECSYS_DATA_ROOT`` (default ``./data``), absolute and symlink-resolved."""
-    return settings.path("RECSYS_DATA_ROOT").resolve()
+__all__ = ["data_root", "input_roots", "resolve_input_path", "run_dir", "safe_run_id"]
 
 
 def input_roots() -> list[Path]:
@@ -53,16 +52,3 @@ def resolve_input_path(path: str, *, name: str = "path") -> Path:
             f"directory to RECSYS_INPUT_ROOTS (colon-separated)."
         )
     return resolved
-
-
-def run_dir(run_id: str) -> Path:
-    """The run-scoped artifact directory ``<data root>/runs/<run id>``, with the id made path-safe."""
-    return data_root() / "runs" / safe_run_id(run_id)
-
-
-def safe_run_id(run_id: str) -> str:
-    """Airflow run ids contain ``:`` and ``+``; keep them readable but filesystem- and URI-safe."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("._")
-    if not safe:
-        raise ValueError(f"run id {run_id!r} has no usable characters")
-    return safe

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from music_recsys.pipeline.config import RunConfig, run_dir
+from music_recsys.settings import data_root
 from music_recsys.store.layout import RunLayout, write_json
 
 
@@ -78,6 +79,8 @@ def build_plan(config: RunConfig, run_id: str, logical_date: str | None = None) 
     now = datetime.now(UTC).isoformat()
     return {
         "run_id": run_id,
+        # Every task of the run uses this root, whatever directory its process started in.
+        "data_root": str(data_root()),
         "logical_date": logical_date or now,
         "created_at": now,
         "run_dir": str(layout.root),

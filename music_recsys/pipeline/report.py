@@ -26,8 +26,8 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def _metric_header(names: tuple[str, ...]) -> str:
-    return " | ".join(METRIC_BY_NAME[name].label for name in names)
+def _metric_header(names: tuple[str, ...], k: int | None = None) -> str:
+    return " | ".join(METRIC_BY_NAME[name].label_at(k) for name in names)
 
 
 def _metric_cells(row: dict[str, Any], names: tuple[str, ...]) -> str:
@@ -197,13 +197,32 @@ def _data_check_lines(data_check: dict[str, Any] | None) -> list[str]:
 def _publication_lines(publication: dict[str, Any] | None) -> list[str]:
     if not publication:
         return []
-    return [
+    lines = [
         "## Model",
         "",
         f"Bundle `{publication['version']}` ({publication['path']}): **{publication['status']}** — "
         f"{publication['reason']}.",
         "",
     ]
+    comparison = publication.get("comparison") or {}
+    if comparison.get("how") == "rescored":
+        k = comparison.get("k")
+        lines += [
+            f"Compared like for like: champion `{comparison['champion']}` re-scored on this run's data at k={k}.",
+            "",
+            f"| split | champion {METRIC_BY_NAME['map'].label_at(k)} | {METRIC_BY_NAME['precision_at_k'].label_at(k)} "
+            f"| {METRIC_BY_NAME['ndcg_at_k'].label_at(k)} | users folded in |",
+            "|---|---|---|---|---|",
+        ]
+        for split, m in comparison.get("metrics", {}).items():
+            lines.append(
+                f"| {split} | {_fmt(m.get('map'))} | {_fmt(m.get('precision_at_k'))} | {_fmt(m.get('ndcg_at_k'))} "
+                f"| {m.get('n_folded_in', 0)} |"
+            )
+        lines.append("")
+    elif comparison.get("champion"):
+        lines += [f"Not re-scored against champion `{comparison['champion']}`: {comparison.get('note')}.", ""]
+    return lines
 
 
 def write_report(
@@ -242,7 +261,7 @@ def write_report(
         *_publication_lines(publication),
         "## Best point and generalization",
         "",
-        f"| model | split | {_metric_header(ALL_METRIC_NAMES)} | users |",
+        f"| model | split | {_metric_header(ALL_METRIC_NAMES, k)} | users |",
         "|---" * (len(ALL_METRIC_NAMES) + 3) + "|",
     ]
     test_rows = [r for r in rows if r["split"] == "test"]
@@ -260,7 +279,7 @@ def write_report(
             "",
             "Users split into equal-share segments by the number of tracks they played in train.",
             "",
-            f"| model | segment | users | {_metric_header(SEGMENT_METRIC_NAMES)} |",
+            f"| model | segment | users | {_metric_header(SEGMENT_METRIC_NAMES, k)} |",
             "|---" * (len(SEGMENT_METRIC_NAMES) + 3) + "|",
         ]
         for seg in sorted(by_segment, key=lambda s: (s["trial_id"] != best_id, s["segment"])):
@@ -274,7 +293,7 @@ def write_report(
         "",
         f"Best first by {evaluation['selection_metric']}, the run's selection metric.",
         "",
-        f"| trial | rank | regParam | alpha | transform | status | {_metric_header(SELECTION_METRICS)} | fit s |",
+        f"| trial | rank | regParam | alpha | transform | status | {_metric_header(SELECTION_METRICS, k)} | fit s |",
         "|---" * (len(SELECTION_METRICS) + 7) + "|",
     ]
     validation_rows = (r for r in rows if r["split"] == "validation")

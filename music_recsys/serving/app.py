@@ -58,18 +58,23 @@ Locator = Callable[[], tuple[str, Path] | None]
 
 
 def registry_locator(url: str | None = None) -> Locator:
-    """The champion named by the model registry in the results store (``recsys_results``)."""
+    """The champion named by the model registry in the results store (``recsys_results``). One store is
+    opened and kept across polls (opened again after an error); it only reads, so the API can run with a
+    role that may only SELECT (docs/results-store.md)."""
+    opened: list = []
 
     def locate() -> tuple[str, Path] | None:
         from music_recsys.store import registry
         from music_recsys.store.results import ResultsStore, results_url
 
-        store = ResultsStore(url or results_url(), retries=1)
+        if not opened:
+            opened.append(ResultsStore(url or results_url(), retries=1))
         try:
-            row = registry.champion(store)
-        finally:
-            store.close()
-        return (row["model_version"], Path(row["path"])) if row else None
+            row = registry.champion(opened[0])
+        except Exception:
+            opened.pop().close()  # a new engine on the next poll (the store moved, or its schema changed)
+            raise
+        return (row["model_version"], registry.bundle_path(row)) if row else None
 
     return locate
 

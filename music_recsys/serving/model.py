@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from music_recsys.evaluation.search import open_index, query_vector
-from music_recsys.evaluation.topk import rerank, top_k_one
+from music_recsys.evaluation.search import open_index, served_top_k
+from music_recsys.evaluation.topk import top_k_one
 from music_recsys.model.foldin import fold_in
 from music_recsys.store.bundle import ANNOY_FILE, load_arrays, read_labels, verify_bundle
 
@@ -85,17 +85,19 @@ class ServingModel:
         self, vector: np.ndarray, k: int, exclude: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """Annoy candidates (as many more as the operating point re-ranks, plus room for the excluded),
-        re-ranked exactly; None when too few are left after exclusion."""
-        wanted = k * self.candidate_factor + len(exclude)
-        # search_k grows with the candidates asked for, keeping the measured recall per candidate.
-        search_k = max(self.serving["search_k"], self.serving["search_k"] * wanted // self.serving["candidates"])
-        query = query_vector(vector, self.serving["metric"])
-        candidates = np.asarray(self.annoy.get_nns_by_vector(query, wanted, search_k=search_k), dtype=np.int64)
-        if len(exclude):
-            candidates = candidates[~np.isin(candidates, exclude)]
-        if len(candidates) < min(k, len(self.item_factors) - len(exclude)):
-            return None
-        return rerank(self.item_factors, vector, candidates, k)
+        re-ranked exactly; None when too few are left after exclusion. The fast-search stage measured the
+        operating point through this same function (``served_top_k``)."""
+        return served_top_k(
+            self.annoy,
+            self.serving["metric"],
+            self.item_factors,
+            vector,
+            k,
+            exclude,
+            self.candidate_factor,
+            self.serving["search_k"],
+            self.serving["candidates"],
+        )
 
     def popular(self, k: int, exclude: np.ndarray) -> Recommendation:
         """The most played tracks in train, without ``exclude``: for a listener the model cannot place."""

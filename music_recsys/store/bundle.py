@@ -5,8 +5,10 @@ track ids in index order (the index job's StringIndexer labels), each user's tra
 ``played_indptr.npy``, ``played_indices.npy``), train listeners per track (``popularity.npy``), an Annoy
 index built at the run's measured serving operating point (when one reached the target recall), and
 ``model.json`` (the model card, with the size of every file). ``write_bundle`` builds it in a temporary
-folder, verifies it, then renames it into place, so a half-written bundle is never visible;
-``verify_bundle`` refuses a bundle whose files are missing, truncated or inconsistent.
+folder, verifies it, then renames it into place, so a half-written bundle is never visible; a bundle
+already in place is kept only when its card's ``inputs`` digest matches (a re-run on changed inputs
+writes it again). ``verify_bundle`` refuses a bundle whose files are missing, truncated or inconsistent;
+``factor_model`` reads what re-scoring a model needs (``music_recsys.evaluation.rescore``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from music_recsys import constants as C
-from music_recsys.store.layout import read_json
+from music_recsys.store.layout import read_json, replace_folder
 
 ARRAYS = ("user_factors", "item_factors", "played_indptr", "played_indices", "popularity")
 LABEL_FILES = {"users": "users.parquet", "tracks": "tracks.parquet"}
@@ -84,10 +86,14 @@ def write_bundle(
     annoy: dict[str, Any] | None,
     seed: int,
 ) -> Path:
-    """Write, verify and atomically rename a bundle into ``target``; an existing valid one is kept."""
+    """Write, verify and atomically rename a bundle into ``target``. A valid bundle already there is kept
+    when it was made from the same inputs (``card["inputs"]``: a retried publish); otherwise it is replaced."""
     if target.exists():
-        verify_bundle(target)  # a retried publish: the same version is already in place
-        return target
+        try:
+            if verify_bundle(target).get("inputs") == card.get("inputs") and card.get("inputs"):
+                return target
+        except BundleError:
+            pass  # a broken bundle in the way: written again below
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -107,7 +113,7 @@ def write_bundle(
         (tmp / CARD).write_text(json.dumps(card, indent=2, sort_keys=True, default=str))
         verify_bundle(tmp)
         os.chmod(tmp, 0o755)
-        os.replace(tmp, target)
+        replace_folder(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -161,3 +167,18 @@ def read_labels(folder: Path, key: str) -> list[str]:
         return pq.read_table(Path(folder) / LABEL_FILES[key], columns=["id"])["id"].to_pylist()
     except (OSError, ValueError) as exc:
         raise BundleError(f"{folder}: cannot read {LABEL_FILES[key]}: {exc}") from exc
+
+
+def factor_model(folder: Path):
+    """A bundle's factors, ids and fold-in settings, for scoring it on another run's data (memory-mapped)."""
+    from music_recsys.evaluation.rescore import FactorModel
+
+    card = verify_bundle(folder)
+    arrays = load_arrays(folder, mmap=True)
+    return FactorModel(
+        user_factors=arrays["user_factors"],
+        item_factors=arrays["item_factors"],
+        user_ids=read_labels(folder, "users"),
+        track_ids=read_labels(folder, "tracks"),
+        params=card["params"],
+    )

@@ -1,21 +1,25 @@
 """The model card a bundle carries (``model.json``): what was trained, on which data, how well it scored.
 
 ``model_card`` builds it from the run's plan, configuration and evaluation result; ``data_fingerprint``
-hashes the inputs so the registry can tell two models trained on the same data apart from a new drop;
-``library_versions`` records the versions that produced it. The publish task only wires these to the
+(``music_recsys.data.fingerprint``) summarises what was read — never where it lay — so the registry can
+tell two models trained on the same data apart from a new drop; ``library_versions`` records the versions
+that produced it. The publish task only wires these to the
 bundle writer (``music_recsys.store.bundle.write_bundle``) and the registry.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from music_recsys import constants as C
+from music_recsys import settings
+from music_recsys.data.fingerprint import data_fingerprint
 from music_recsys.evaluation.catalogue import ACCURACY_METRIC_NAMES
+
+__all__ = ["CARD_SETTINGS", "data_fingerprint", "lift", "model_card", "read_card", "result_row"]
 
 # Packages whose versions decide what a bundle holds and how it is served.
 CARD_LIBRARIES = ("music-recsys", "pyspark", "annoy", "numpy", "apache-airflow")
@@ -23,12 +27,15 @@ CARD_LIBRARIES = ("music-recsys", "pyspark", "annoy", "numpy", "apache-airflow")
 CARD_SETTINGS = ("nonnegative", "drop_threshold", "max_iter", "seed")
 
 
-def read_card(path: str | None) -> dict[str, Any] | None:
-    """A bundle's model card (``model.json``), or None when retention removed the files (or it is unreadable)."""
+def read_card(path: str | Path | None) -> dict[str, Any] | None:
+    """A bundle's model card (``model.json``; a relative ``path`` is under the data root, as the registry
+    records it), or None when retention removed the files (or it is unreadable)."""
     from music_recsys.store.bundle import CARD
 
-    card = Path(path or "") / CARD
-    if not path or not card.is_file():
+    if not path:
+        return None
+    card = settings.in_data_root(path) / CARD
+    if not card.is_file():
         return None
     try:
         return json.loads(card.read_text())
@@ -41,20 +48,6 @@ def lift(test_map: float | None, popularity: float | None) -> float | None:
     if test_map is None or not popularity:
         return None
     return test_map / popularity
-
-
-def data_fingerprint(ingest: dict[str, Any]) -> dict[str, Any]:
-    """Input paths and their row, user and track counts, with a hash: models with the same hash were
-    trained and tested on the same data."""
-    splits = {
-        split: {
-            "path": ingest["splits"][split]["path"],
-            **{key: ingest["splits"][split]["profile"][key] for key in ("rows", "users", "tracks")},
-        }
-        for split in C.SPLITS
-    }
-    digest = hashlib.sha256(json.dumps(splits, sort_keys=True).encode()).hexdigest()
-    return {"splits": splits, "sample_fraction": ingest["sample_fraction"], "hash": digest}
 
 
 def library_versions(names: tuple[str, ...] = CARD_LIBRARIES) -> dict[str, str]:
@@ -89,8 +82,11 @@ def model_card(
     fingerprint: dict[str, Any],
     n_users: int,
     n_items: int,
+    inputs: str | None = None,
 ) -> dict[str, Any]:
-    """The card of the grid point ``trial`` of run ``plan``; ``settings`` holds the run's ``CARD_SETTINGS``.
+    """The card of the grid point ``trial`` of run ``plan``; ``settings`` holds the run's ``CARD_SETTINGS``;
+    ``inputs`` is the digest of everything the bundle is made from (a re-run keeps a bundle only when it
+    matches).
 
     The best point and the popularity baseline carry every accuracy metric of the catalogue on validation
     and, when they were scored there, on test.
@@ -127,6 +123,7 @@ def model_card(
             "test": _accuracy(result_row(evaluation, C.POPULARITY_TRIAL_ID, "test")),
         },
         "data": fingerprint,
+        "inputs": inputs,
         "n_users": n_users,
         "n_items": n_items,
         "libraries": library_versions(),

@@ -4,9 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from music_recsys import settings
+
+
+def run_dir(run_id: str) -> Path:
+    """The run-scoped artifact directory ``<data root>/runs/<run id>``, with the id made path-safe."""
+    return settings.data_root() / "runs" / safe_run_id(run_id)
+
+
+def safe_run_id(run_id: str) -> str:
+    """Airflow run ids contain ``:`` and ``+``; keep them readable but filesystem- and URI-safe."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("._")
+    if not safe:
+        raise ValueError(f"run id {run_id!r} has no usable characters")
+    return safe
 
 
 def write_json(path: str | os.PathLike, payload: Any) -> Path:
@@ -39,6 +55,21 @@ def save_npy(path: str | os.PathLike, array) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Put the folder ``new`` at ``target``, removing what was there (a rerun); the old folder goes only
+    after the new one is in place, so a failure in between leaves one of them whole."""
+    import shutil
+
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_json(path: str | os.PathLike) -> Any:

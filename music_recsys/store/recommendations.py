@@ -11,7 +11,8 @@ verifies that checksum first, so a truncated or half-replaced folder is refused 
 With ``batch_to_store`` the rows also go to the results store's ``user_recommendations`` table, one set
 per model version: deleted and loaded again in one transaction (PostgreSQL ``COPY``, SQLite a batched
 ``executemany``), so re-running the task leaves the same rows. The view ``champion_recommendations``
-(``CHAMPION_VIEW_SQL``) holds the rows of whichever version the registry calls champion.
+(made by the store's migrations, ``music_recsys.store.schema``) holds the rows of whichever version the
+registry calls champion.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -43,7 +43,6 @@ CHAMPION_QUERY = (
     f"SELECT r.model_version, r.user_id, r.rank, r.track_id, r.score FROM {TABLE} r "
     "JOIN models m ON m.model_version = r.model_version WHERE m.status = 'champion'"
 )
-CHAMPION_VIEW_SQL = f"CREATE VIEW {CHAMPION_VIEW} AS {CHAMPION_QUERY}"
 EXPORT_FORMATS = (".csv", ".csv.gz", ".parquet")
 
 
@@ -92,19 +91,6 @@ def parquet_rows(folder: Path) -> int:
     import pyarrow.parquet as pq
 
     return sum(pq.ParquetFile(path).metadata.num_rows for path in data_files(folder))
-
-
-def replace_folder(new: Path, target: Path) -> None:
-    """Put ``new`` at ``target``, removing what was there (a rerun); the old folder goes only after the new
-    one is in place, so a failure in between leaves one of them whole."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def record_in_card(bundle: str | os.PathLike, entry: dict[str, Any]) -> dict[str, Any]:
@@ -201,12 +187,6 @@ def store_for_run(plan: dict[str, Any], batch: dict[str, Any], url: str | None =
 # --- the results store -----------------------------------------------------------------------------
 
 
-def ensure_champion_view(conn: sa.Connection) -> None:
-    """Create the ``champion_recommendations`` view when it is not there yet."""
-    if CHAMPION_VIEW not in sa.inspect(conn).get_view_names():
-        conn.execute(sa.text(CHAMPION_VIEW_SQL))
-
-
 def load(store, bundle: str | os.PathLike, batch_rows: int = LOAD_BATCH_ROWS) -> int:
     """Replace the bundle's model version's rows of ``user_recommendations`` with its batch recommendations,
     in one transaction (a failure leaves the previous rows); returns the rows loaded."""
@@ -220,10 +200,9 @@ def load(store, bundle: str | os.PathLike, batch_rows: int = LOAD_BATCH_ROWS) ->
     def work(conn: sa.Connection) -> int:
         postgres = conn.dialect.name == "postgresql"
         if postgres:
-            # Loads of the same version would collide on the key, and creating the view twice at once
-            # fails: one load at a time (they run once per published model).
+            # Loads of the same version would collide on the key: one load at a time (they run once per
+            # published model).
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": TABLE})
-        ensure_champion_view(conn)
         conn.execute(sa.delete(table).where(table.c.model_version == version))
         loaded = 0
         for batch in iter_batches(bundle, batch_rows):
@@ -292,7 +271,7 @@ def stored_rows(store, version: str) -> list[dict[str, Any]]:
 def locate_bundle(version: str, store=None) -> Path:
     """The bundle of ``version`` (or of the registry's champion for ``"champion"``): its registry path, or
     ``models/<version>`` under the data root for a version the registry does not know."""
-    from music_recsys.pipeline.config import data_root
+    from music_recsys.settings import data_root
     from music_recsys.store import registry
     from music_recsys.store.bundle import models_dir
 
@@ -304,7 +283,7 @@ def locate_bundle(version: str, store=None) -> Path:
     if row is not None:
         if row.get("bundle_removed_at") is not None:
             raise RecommendationsError(f"model {row['model_version']}'s bundle was removed by retention")
-        return Path(row["path"])
+        return registry.bundle_path(row)
     folder = models_dir(data_root()) / version
     if not (folder / CARD).exists():
         raise RecommendationsError(

@@ -7,8 +7,10 @@ check saw), ``models`` (the registry: ``music_recsys.store.registry``) and ``use
 model version's batch recommendations: ``music_recsys.store.recommendations``).
 
 The store is the Airflow connection ``recsys_results``; when it is not defined, a SQLite file under the
-data root (the embedded default). Writes are upserts keyed on the run and the trial / search
-configuration, so re-running a task rewrites its rows instead of adding new ones. SQL is built by
+data root (the embedded default). The tables below are the code's view of the schema; the schema itself
+is created and migrated by ``music_recsys.store.schema`` (Alembic), never by opening a store. Writes are
+upserts keyed on the run and the trial / search configuration, so re-running a task rewrites its rows
+instead of adding new ones. SQL is built by
 SQLAlchemy Core with bound parameters; table names are fixed here.
 """
 
@@ -22,10 +24,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from music_recsys import constants as C
+from music_recsys import settings
 from music_recsys.evaluation.catalogue import METRICS, Metric
-from music_recsys.pipeline.config import data_root
 
 metadata = sa.MetaData()
+# How long a SQLite writer waits for another's lock before "database is locked".
+SQLITE_BUSY_SECONDS = 60
+VERDICT_COMMENT = "first_run, pass, incomplete (a check could not run) or drift (the run's verdict, on every split)"
+# pg_advisory_xact_lock key of the registry's state changes (ResultsStore.locked).
+REGISTRY_LOCK_KEY = 7_310_227_002
 
 
 def _metric_columns(metrics: Iterable[Metric]) -> list[sa.Column]:
@@ -117,8 +124,10 @@ data_profiles = sa.Table(
     sa.Column("changes", sa.JSON, comment="relative change of each figure against the baseline"),
     sa.Column("new_user_share", sa.Float),
     sa.Column("new_track_share", sa.Float),
-    sa.Column("verdict", sa.String(20), comment="first_run, pass or drift (the run's verdict, on every split)"),
+    sa.Column("verdict", sa.String(20), comment=VERDICT_COMMENT),
     sa.Column("violations", sa.JSON),
+    sa.Column("checksum", sa.String(64), comment="order-independent hash of the split's rows (content, not path)"),
+    sa.Column("skipped_checks", sa.JSON, comment="data checks that could not run, and why"),
     sa.Column("on_data_drift", sa.String(10)),
     sa.Column("run_status", sa.String(20), comment="running until the run finishes successfully"),
     sa.Column("recorded_at", sa.DateTime(timezone=True)),
@@ -130,8 +139,10 @@ models = sa.Table(
     sa.Column("model_version", sa.String(100), primary_key=True),
     sa.Column("run_id", sa.String(250), nullable=False),
     sa.Column("trial_id", sa.String(250), nullable=False),
-    sa.Column("status", sa.String(20), nullable=False, comment="champion, candidate, retired or rejected"),
-    sa.Column("path", sa.Text, nullable=False),
+    sa.Column(
+        "status", sa.String(20), nullable=False, comment="champion, candidate, awaiting_approval, retired or rejected"
+    ),
+    sa.Column("path", sa.Text, nullable=False, comment="the bundle folder, relative to the data root"),
     sa.Column("created_at", sa.DateTime(timezone=True)),
     sa.Column("promoted_at", sa.DateTime(timezone=True)),
     sa.Column("retired_at", sa.DateTime(timezone=True)),
@@ -142,6 +153,11 @@ models = sa.Table(
     sa.Column("logical_date", sa.DateTime(timezone=True)),
     sa.Column("data_fingerprint", sa.String(64)),
     sa.Column("bundle_removed_at", sa.DateTime(timezone=True), comment="retention removed the files"),
+    sa.Column("k", sa.Integer, comment="recommendations per user the metrics were measured at"),
+    sa.Column("compared_with", sa.String(100), comment="the champion this candidate was decided against"),
+    sa.Column("compared_test_map", sa.Float, comment="that champion's test MAP on this candidate's data"),
+    sa.Column("compared_validation_map", sa.Float),
+    sa.Column("comparison", sa.String(20), comment="rescored, recorded (its own numbers) or none"),
     # At most one champion, whatever the writers do (the registry also serialises promotions).
     sa.Index(
         "models_one_champion",
@@ -175,7 +191,7 @@ def results_url() -> str:
     try:
         conn = BaseHook.get_connection(C.RESULTS_CONN_ID)
     except AirflowNotFoundException:
-        path = data_root() / C.SQLITE_RESULTS_FILE
+        path = settings.data_root() / C.SQLITE_RESULTS_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{path}"
     return to_sqlalchemy_url(conn.get_uri())
@@ -189,6 +205,31 @@ def to_sqlalchemy_url(uri: str) -> str:
     return uri
 
 
+def connect_engine(url: str) -> sa.Engine:
+    """An engine whose transactions are real on both stores.
+
+    pysqlite starts no transaction on a SELECT and commits on its own before DDL, so a read-then-write
+    would not be serialised: here the driver's own transaction handling is off and every transaction
+    begins with ``BEGIN``, or ``BEGIN IMMEDIATE`` (the write lock taken at once) on a connection with the
+    execution option ``sqlite_begin="IMMEDIATE"`` (``ResultsStore.locked``, ``schema.upgrade``).
+    """
+    if url.startswith("sqlite"):
+        # A writer waits for another's lock instead of failing at once ("database is locked").
+        engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
+
+        @sa.event.listens_for(engine, "connect")
+        def _no_driver_transactions(dbapi_connection, _record) -> None:
+            dbapi_connection.isolation_level = None
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(connection: sa.Connection) -> None:
+            mode = connection.get_execution_options().get("sqlite_begin")
+            connection.exec_driver_sql(f"BEGIN {mode}" if mode else "BEGIN")
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
 def _dialect_insert(engine: sa.Engine):
     if engine.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
@@ -200,40 +241,40 @@ def _dialect_insert(engine: sa.Engine):
 
 
 class ResultsStore:
-    """Upserts trial rows; retries a transaction that fails on a dropped connection."""
+    """Reads and upserts rows; retries a transaction that fails on a dropped connection. It never changes
+    the schema (``music_recsys.store.schema`` does): opening a store that is not at the code's revision
+    fails with the command that fixes it. Use it as a context manager, or ``close()`` it."""
 
     def __init__(self, url: str, retries: int = 5, backoff_seconds: float = 1.0):
-        self.engine = sa.create_engine(url, pool_pre_ping=True)
+        from music_recsys.store.schema import require_current
+
+        self.url = url
+        self.engine = connect_engine(url)
         self.retries = retries
         self.backoff_seconds = backoff_seconds
         self._insert = _dialect_insert(self.engine)
-        self._with_retry(lambda conn: metadata.create_all(conn))
-        self._check_schema()
+        try:
+            self._with_retry(lambda conn: require_current(conn, url))
+        except BaseException:
+            self.engine.dispose()
+            raise
 
-    def _check_schema(self) -> None:
-        """Bring tables made by an older version up to date: add missing plain columns; a missing key
-        column cannot be added in place, so say which instead of failing mid-insert."""
-        inspector = sa.inspect(self.engine)
-        for table in TABLES.values():
-            present = {c["name"] for c in inspector.get_columns(table.name)}
-            missing = [c for c in table.columns if c.name not in present]
-            keys = sorted(c.name for c in missing if c.primary_key)
-            if keys:
-                raise RuntimeError(
-                    f"results store {self.engine.url.render_as_string(hide_password=True)}: table {table.name} "
-                    f"lacks key columns {keys} (made by an older music-recsys). Rename or drop the table; "
-                    f"it is recreated on the next write."
-                )
-            for column in missing:
-                # Names and types come from the table definitions above, never from input.
-                ddl = f"ALTER TABLE {table.name} ADD COLUMN {column.name} {column.type.compile(self.engine.dialect)}"
-                self._with_retry(lambda conn, ddl=ddl: conn.execute(sa.text(ddl)))
+    def __enter__(self) -> ResultsStore:
+        return self
 
-    def _with_retry(self, work) -> Any:
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _with_retry(self, work, lock: bool = False) -> Any:
         for attempt in range(1, self.retries + 1):
             try:
-                with self.engine.begin() as conn:
-                    return work(conn)
+                with self.engine.connect() as conn:
+                    if lock and conn.dialect.name == "sqlite":
+                        conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+                    with conn.begin():
+                        if lock and conn.dialect.name == "postgresql":
+                            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": REGISTRY_LOCK_KEY})
+                        return work(conn)
             except sa.exc.OperationalError:
                 if attempt == self.retries:
                     raise
@@ -257,9 +298,6 @@ class ResultsStore:
         )
         return stmt, len(clean)
 
-    def _upsert(self, table: sa.Table, rows: Iterable[Mapping[str, Any]]) -> int:
-        return self.upsert_together({table.name: rows})[table.name]
-
     def upsert_together(self, rows_by_table: Mapping[str, Iterable[Mapping[str, Any]]]) -> dict[str, int]:
         """Upsert rows into several tables in one transaction: a store that drops midway leaves all of
         them as they were (the retry starts over), never some tables written and others not."""
@@ -273,14 +311,9 @@ class ResultsStore:
         self._with_retry(work)
         return {name: n for name, (_, n) in statements.items()}
 
-    def upsert_als_trials(self, rows: Iterable[Mapping[str, Any]]) -> int:
-        return self._upsert(als_trials, rows)
-
-    def upsert_ann_trials(self, rows: Iterable[Mapping[str, Any]]) -> int:
-        return self._upsert(ann_trials, rows)
-
     def upsert(self, table: str, rows: Iterable[Mapping[str, Any]]) -> int:
-        return self._upsert(TABLES[table], rows)
+        """Upsert ``rows`` into one table (keys: its primary key); returns how many."""
+        return self.upsert_together({table: rows})[table]
 
     def fetch(self, table: str, run_id: str) -> list[dict[str, Any]]:
         target = TABLES[table]
@@ -289,7 +322,8 @@ class ResultsStore:
 
     def latest_good_profile_run(self, before: str | datetime, exclude_run_id: str) -> str | None:
         """The data check's baseline: the latest run with a logical date before ``before`` that finished
-        successfully and whose data check passed (or had nothing to compare with)."""
+        successfully and whose data check passed (or had nothing to compare with, or crossed no threshold
+        of the checks it could run)."""
         if isinstance(before, str):
             before = datetime.fromisoformat(before)
         t = data_profiles
@@ -298,7 +332,7 @@ class ResultsStore:
             .where(
                 t.c.split == "train",
                 t.c.run_status == "success",
-                t.c.verdict.in_(("pass", "first_run")),
+                t.c.verdict.in_(("pass", "first_run", "incomplete")),
                 t.c.logical_date < before,
                 t.c.run_id != exclude_run_id,
             )
@@ -316,6 +350,12 @@ class ResultsStore:
     def transaction(self, work) -> Any:
         """``work(conn)`` in one transaction, retried from the start when the connection drops."""
         return self._with_retry(work)
+
+    def locked(self, work) -> Any:
+        """``work(conn)`` in one transaction that excludes every other ``locked`` one (the registry's
+        state changes): SQLite's write lock taken at ``BEGIN IMMEDIATE``, a transaction-scoped advisory
+        lock on PostgreSQL (readers are not blocked on either)."""
+        return self._with_retry(work, lock=True)
 
     def close(self) -> None:
         self.engine.dispose()

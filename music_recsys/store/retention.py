@@ -4,9 +4,10 @@ After a successful run, runs older than the ``RECSYS_KEEP_RUNS`` most recent (de
 bulky intermediates — Spark checkpoints, the ingest and index parquet, the factors of every grid point
 but the best — and keep ``report/``, the result JSON, the plan, the search rows and the hashed ids the
 data check compares with. A run that has not finished is left alone unless it is more than a day old
-(a failed run never finishes, and its files are bulky too). Model bundles beyond the same number are
-removed too, never the champion's and never the previous champion's (what a rollback needs), with
-their rows of ``user_recommendations``.
+(a failed run never finishes, and its files are bulky too) — except a run whose model awaits a person's
+approval, which may wait up to 30 days and is kept whole until it is decided. Model bundles beyond the
+same number are removed too, never the champion's, the previous champion's (what a rollback needs) or
+one awaiting approval, with their rows of ``user_recommendations``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from music_recsys import settings
-from music_recsys.store.layout import RunLayout, read_json, write_json
+from music_recsys.store.layout import RunLayout, read_json, safe_run_id, write_json
 
 STALE_SECONDS = 24 * 3600
 PRUNED_MARKER = "pruned.json"
@@ -71,7 +72,8 @@ def prune_run(run: Path) -> int:
     return freed
 
 
-def prune_runs(root: Path, keep: int) -> dict[str, int]:
+def prune_runs(root: Path, keep: int, waiting: set[str] = frozenset()) -> dict[str, int]:
+    """Slim runs beyond the ``keep`` newest; ``waiting`` names run folders still waiting for a decision."""
     runs_dir = root / "runs"
     if not runs_dir.exists():
         return {}
@@ -79,6 +81,8 @@ def prune_runs(root: Path, keep: int) -> dict[str, int]:
     out = {}
     now = time.time()
     for run in runs[: max(0, len(runs) - keep)]:
+        if run.name in waiting:
+            continue
         finished = (run / "results" / "finish.json").exists() or (run / "report" / "summary.json").exists()
         if finished or now - run.stat().st_mtime > STALE_SECONDS:
             freed = prune_run(run)
@@ -97,13 +101,13 @@ def prune_bundles(root: Path, store: Any, keep: int) -> dict[str, int]:
         key=lambda r: r["retired_at"],
         reverse=True,
     )
-    protected = {r["model_version"] for r in rows if r["status"] == registry.CHAMPION}
+    protected = {r["model_version"] for r in rows if r["status"] in (registry.CHAMPION, registry.AWAITING)}
     protected |= {r["model_version"] for r in retired[:1]}
     removed = {}
     for row in rows[keep:]:
         if row["model_version"] in protected:
             continue
-        path = Path(row["path"])
+        path = registry.bundle_path(row)
         if path.exists() and path.parent == root / "models":
             removed[row["model_version"]] = folder_bytes(path)
             shutil.rmtree(path)
@@ -114,8 +118,11 @@ def prune_bundles(root: Path, store: Any, keep: int) -> dict[str, int]:
 
 
 def prune(root: Path, store: Any, keep: int | None = None) -> dict[str, Any]:
+    from music_recsys.store import registry
+
     keep = keep or keep_runs()
-    runs = prune_runs(root, keep)
+    waiting = {safe_run_id(row["run_id"]) for row in registry.awaiting(store)}
+    runs = prune_runs(root, keep, waiting)
     bundles = prune_bundles(root, store, keep)
     return {
         "keep": keep,

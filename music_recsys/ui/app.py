@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from music_recsys.ui.templates import environment
 DAG_ID = "music_recsys"
 # A promote form carries a token and a short note: anything longer is not a form of ours.
 MAX_FORM_BYTES = 4096
+# A confirmation page's form token is good for this long; after it the page has to be opened again.
+CSRF_TTL_SECONDS = 3600
 PLOT_KINDS = ("als_grid", "segments", "fast_search")
 TRIAL_COLUMNS = [
     ("trial_id", "trial"), ("rank", "rank"), ("reg_param", "regParam"), ("alpha", "alpha"),
@@ -58,9 +61,23 @@ def _user_name(user: Any) -> str:
     return user.get_name() if hasattr(user, "get_name") else str(user)
 
 
-def csrf_token(secret: bytes, user: Any) -> str:
-    """The form token of ``user``: an HMAC only this server can compute, bound to the user's name."""
-    return hmac.new(secret, f"music-recsys-ui:{_user_name(user)}".encode(), hashlib.sha256).hexdigest()
+def csrf_token(secret: bytes, user: Any, issued: int | None = None) -> str:
+    """The form token of ``user``: ``<issued>.<HMAC>``, an HMAC only this server can compute over the user's
+    name and the time it was issued (it expires ``CSRF_TTL_SECONDS`` later)."""
+    issued = int(time.time()) if issued is None else issued
+    mac = hmac.new(secret, f"music-recsys-ui:{_user_name(user)}:{issued}".encode(), hashlib.sha256).hexdigest()
+    return f"{issued}.{mac}"
+
+
+def csrf_valid(secret: bytes, user: Any, token: str, now: float | None = None) -> bool:
+    """Whether ``token`` was issued by this server to ``user`` within the last ``CSRF_TTL_SECONDS``."""
+    issued, _, _mac = token.partition(".")
+    if not issued.isdigit():
+        return False
+    age = (time.time() if now is None else now) - int(issued)
+    if not -60 <= age <= CSRF_TTL_SECONDS:  # a minute of clock skew between api-server workers
+        return False
+    return hmac.compare_digest(token, csrf_token(secret, user, int(issued)))
 
 
 def _can_edit(user: Any, dag_id: str) -> bool:
@@ -137,6 +154,8 @@ def create_app(settings: UISettings | None = None) -> FastAPI:
             if state["store"] is None:
                 from music_recsys.store.results import ResultsStore, results_url
 
+                # Reads only (and the registry's own state changes): no DDL, so the UI can run with a role
+                # that may not change the schema (docs/results-store.md).
                 state["store"] = ResultsStore(settings.results_url or results_url())
         return state["store"]
 
@@ -271,8 +290,8 @@ def create_app(settings: UISettings | None = None) -> FastAPI:
             raise HTTPException(403, f"promote: Origin {request.headers.get('origin')!r} is not this server")
         form = await _read_form(request)
         header_jwt = request.headers.get("authorization", "").lower().startswith("bearer ")
-        if not header_jwt and not hmac.compare_digest(form.get("csrf_token", ""), csrf_token(secret, user)):
-            raise HTTPException(403, "promote: missing or wrong CSRF token; open the confirmation page again")
+        if not header_jwt and not csrf_valid(secret, user, form.get("csrf_token", "")):
+            raise HTTPException(403, "promote: missing, wrong or expired CSRF token; open the confirmation page again")
         target = await run_in_threadpool(_target, version)
         if target["status"] == "champion":
             return RedirectResponse(f"{base(request)}/?done={quote(version, safe='')}", status_code=303)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from pathlib import Path
+import uuid
 
 import pytest
 
@@ -78,7 +78,7 @@ def _assert_nothing_changed(drill: dict) -> None:
     assert before is not None and after["model_version"] == before["model_version"]
     assert len(drill["models"][1]) == len(drill["models"][0])  # no bundle registered, not even a candidate
     assert drill["serving"][0] == drill["serving"][1] == before["model_version"]
-    assert Path(after["path"]).exists() and run_dir(before["run_id"]).exists()  # retention kept the champion's
+    assert registry.bundle_path(after).exists() and run_dir(before["run_id"]).exists()  # retention kept the champion's
     assert {t: drill["rows"][t] for t in RESULT_TABLES} == dict.fromkeys(RESULT_TABLES, 0)  # absent, not half
 
 
@@ -164,3 +164,38 @@ def test_one_failing_point_among_others_is_tolerated(reference_run, embedded):
     assert sorted(trials.values()).count("failed") == 2 and "success" in trials.values()
     assert len(published) == 1
     assert not (run_dir(dagrun.run_id) / F.FAILURE_FILE).exists()
+
+
+def test_a_runs_conf_cannot_read_connections_or_variables(embedded, session_dir, capfd):
+    """Anyone allowed to trigger the DAG could read every connection and variable through a path param that
+    the first task rendered with its full context. Now only date placeholders are filled: the run fails at
+    prepare with an error that repeats nothing, and neither secret lands in any file, log, XCom or note."""
+    secret, variable = f"pw-{uuid.uuid4().hex}", f"var-{uuid.uuid4().hex}"
+    conf = {
+        **paths("tiny"),
+        **GRID,
+        "train_path": "{{ conn.secret_probe.password }}",
+        "test_path": "tiny/{{ var.value.secret_probe }}/test.parquet",
+    }
+    started = time.time()
+    capfd.readouterr()
+    dagrun = embedded.run(
+        conf, AIRFLOW_CONN_SECRET_PROBE=f"postgres://u:{secret}@db.example/x", AIRFLOW_VAR_SECRET_PROBE=variable
+    )
+    output = capfd.readouterr()
+    assert str(dagrun.state).endswith("failed")
+    tis = task_instances(dagrun)
+    assert [(str(ti.state), ti.try_number) for ti in tis["prepare"]] == [("failed", 1)]
+    failure = json.loads((run_dir(dagrun.run_id) / F.FAILURE_FILE).read_text())
+    assert failure["task"] == "prepare" and failure["retryable"] is False
+    assert "train_path: holds a template expression that is not one of the date placeholders" in failure["message"]
+    note = _note(dagrun.run_id)
+    assert note.startswith("Failed at prepare (not retried: fix the input)")
+    for leak in (secret, variable):
+        assert leak not in output.out + output.err and leak not in note
+        # Every file the run touched: run folder, failure records, task logs, Airflow's metadata database
+        # (XComs and the note live there), the results store.
+        metadata = [p for p in (session_dir / "airflow").glob("*.db*") if p.is_file()]
+        touched = [p for p in session_dir.rglob("*") if p.is_file() and p.stat().st_mtime >= started - 1]
+        assert metadata and touched
+        assert [p for p in {*metadata, *touched} if leak.encode() in p.read_bytes()] == []

@@ -1,6 +1,7 @@
 """Retraining guardrails on the real DAG (Spark Connect, to be quick): a backfill of an older date never
-replaces the champion; a drop with 60 % of its train rows gone stops before any fit, or with
-on_data_drift: warn finishes without being promoted; a file of bad rows fails once, without retries."""
+replaces the champion; the same trial at another k is compared like for like; a drop with 60 % of its
+train rows gone stops before any fit, or with on_data_drift: warn finishes without being promoted; a file
+of bad rows fails once, without retries."""
 
 from __future__ import annotations
 
@@ -52,6 +53,34 @@ def test_a_backfill_of_an_older_date_leaves_the_champion_alone(connect_run, embe
     assert model["status"] == "candidate" and "a backfill never replaces a newer model" in model["reason"]
     assert _champion(embedded) == champion
     assert {ti.state for ti in task_instances(dagrun)["announce_champion"]} == {"skipped"}  # no asset event
+
+
+ONE_POINT = {**GRID, "alphas": [10.0], "transforms": ["none"]}
+
+
+def test_the_same_trial_at_another_k_is_compared_like_for_like(connect_run, embedded, connect_server):
+    """The issue's report: a champion measured at k 100, then the very same trial (params, seed, data) at
+    the default k 500. The gate compares the candidate with the champion re-scored on its data at k 500,
+    not with the champion's own k-100 figures."""
+    connection = connect_server.connection()
+    first = embedded.run(
+        {**paths("tiny"), **ONE_POINT, "k": 100}, datetime.now(UTC), AIRFLOW_CONN_SPARK_DEFAULT=connection
+    )
+    at_100 = run_summary(first.run_id)["model"]["version"]
+    with ResultsStore(embedded.results_url) as store:
+        registry.promote_manually(store, at_100, "the k-100 model is champion (test setup)")
+    second = embedded.run(
+        {**paths("tiny"), **ONE_POINT, "k": 500}, datetime.now(UTC), AIRFLOW_CONN_SPARK_DEFAULT=connection
+    )
+    assert str(second.state).endswith("success")
+    at_500 = run_summary(second.run_id)["model"]["version"]
+    with ResultsStore(embedded.results_url) as store:
+        old, new = registry.get(store, at_100), registry.get(store, at_500)
+    assert (old["k"], new["k"]) == (100, 500)
+    assert (new["compared_with"], new["comparison"]) == (at_100, "rescored")
+    assert new["compared_test_map"] == pytest.approx(new["test_map"], abs=0.002)
+    assert abs(old["test_map"] - new["test_map"]) > 0.002  # what the old gate compared: not the same thing
+    assert new["status"] == "champion" and f"champion {at_100} re-scored on this run's data at k=500" in new["reason"]
 
 
 def test_a_thinned_drop_stops_before_any_fit(connect_run, embedded, connect_server, thinned):

@@ -220,13 +220,14 @@ def test_a_run_that_requires_approval_waits_until_approved_through_the_api(ui_st
     store = ResultsStore(ui_stack["results_url"])
     try:
         version = publication["version"]
-        assert publication["awaiting_approval"] and registry.get(store, version)["status"] == "candidate"
+        assert publication["awaiting_approval"] and registry.get(store, version)["status"] == registry.AWAITING
         assert (registry.champion(store) or {}).get("model_version") != version  # nothing served yet
         quoted = urllib.parse.quote(run_id, safe="")
         hitl = f"dags/music_recsys/dagRuns/{quoted}/taskInstances/approve_model/-1/hitlDetails"
         detail = _api(airflow, hitl)
         assert detail["subject"] == f"Promote model {version} to champion?"
-        assert f"| candidate `{version}` |" in detail["body"] and "**Data check:**" in detail["body"]
+        assert f"| candidate `{version}` (top 20) |" in detail["body"] and "**Data check:**" in detail["body"]
+        assert "re-scored on this run's data (top 20)" in detail["body"]  # the champion, measured like the candidate
         assert state("finish") not in ("success", "skipped")  # the run waits
         with pytest.raises(urllib.error.HTTPError) as refused:  # a viewer may not answer
             _api(airflow, hitl, "PATCH", {"chosen_options": ["Approve"]}, user="viewer")

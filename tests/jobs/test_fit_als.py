@@ -13,7 +13,7 @@ from jobs.index_ids import write_labels
 from music_recsys import constants as C
 from music_recsys.pipeline.config import TrialSpec
 from music_recsys.pipeline.job import InputError
-from music_recsys.store.layout import RunLayout, read_json
+from music_recsys.store.layout import RunLayout, read_json, write_json
 
 pytestmark = pytest.mark.spark
 
@@ -79,6 +79,18 @@ def test_a_failing_point_is_recorded_and_a_retry_keeps_the_finished_one(spark, i
     summary = read_json(tmp_path / "task.json")
     assert summary["kept_from_earlier_attempt"] == [good.trial_id] and summary["failed"] == [bad.trial_id]
     assert read_json(layout.trial_result(good.trial_id))["fit_seconds"] == first_fit
+
+    # The run cleared and re-run on changed data (ingest read other rows: another content checksum): the
+    # factors on disk are not reused, the good point is fitted again.
+    first_inputs = read_json(layout.trial_result(good.trial_id))["inputs"]
+    profile = {"rows": 10, "users": 2, "tracks": 3, "checksum": "e" * 64}
+    ingest = {"sample_fraction": 1.0, "splits": {split: {"profile": profile} for split in C.SPLITS}}
+    write_json(layout.stage_result("ingest"), ingest)
+    with pytest.raises(InputError):
+        fit_als.run(spark, **kwargs)
+    assert read_json(tmp_path / "task.json")["kept_from_earlier_attempt"] == []
+    refit = read_json(layout.trial_result(good.trial_id))
+    assert refit["status"] == "success" and refit["inputs"] != first_inputs
 
 
 def test_unconstrained_factors_on_request(spark, indexed_train, tmp_path):

@@ -13,8 +13,9 @@ import pytest
 
 from music_recsys.cli import build_parser, main
 from music_recsys.pipeline.config import RunConfig, params_markdown
-from music_recsys.store import registry
+from music_recsys.store import schema
 from music_recsys.store.results import ResultsStore
+from tests.stores import migrated, register
 
 COMMANDS = ["generate", "serve", "models", "params", "check-install"]
 
@@ -45,22 +46,36 @@ def test_params_prints_the_generated_table_and_schemas(capsys):
     }  # fmt: skip
 
 
-def test_models_lists_and_promotes(tmp_path, capsys):
+def test_db_upgrade_is_the_one_step_that_makes_the_schema(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    assert main(["models", "--results-url", url]) == 1  # a reader never creates it
+    assert "no music-recsys schema yet: run `music-recsys db upgrade`" in capsys.readouterr().err
+    assert main(["db", "current", "--results-url", url]) == 1
+    assert "revision none (run `music-recsys db upgrade` for" in capsys.readouterr().out
+    assert main(["db", "upgrade", "--results-url", url]) == 0
+    assert f"upgraded from nothing to {schema.head()}" in capsys.readouterr().out
+    assert main(["db", "upgrade", "--results-url", url]) == 0
+    assert "(the newest); nothing to do" in capsys.readouterr().out
+    assert main(["db", "current", "--results-url", url]) == 0
+
+
+def test_models_lists_and_promotes(tmp_path, capsys):
+    url = migrated(f"sqlite:///{tmp_path / 'r.sqlite'}")
     assert main(["models", "--results-url", url]) == 0
     assert "no models registered yet" in capsys.readouterr().out
     store = ResultsStore(url)
     for day, version in ((5, "old"), (12, "new")):
         candidate = {
-            "model_version": version, "run_id": version, "trial_id": "r8_reg0.1_a1_none", "path": "/m",
+            "model_version": version, "run_id": version, "trial_id": "r8_reg0.1_a1_none", "path": "models/m",
             "test_map": 0.2, "popularity_test_map": 0.1, "logical_date": datetime(2026, 1, day, tzinfo=UTC),
-            "data_fingerprint": version,
+            "data_fingerprint": version, "k": 100,
         }  # fmt: skip
-        registry.publish(store, candidate, registry.Policy())
+        register(store, candidate)
     store.close()
     assert main(["models", "list", "--results-url", url]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split()[:4] == ["new", "champion", "0.2000", "0.1000"]
+    assert lines[0].split()[:4] == ["version", "status", "k", "test"]
+    assert lines[1].split()[:5] == ["new", "champion", "100", "0.2000", "0.1000"]
     assert lines[2].split()[:2] == ["old", "retired"]
     assert main(["models", "promote", "old", "--results-url", url]) == 0
     assert "old is champion" in capsys.readouterr().out

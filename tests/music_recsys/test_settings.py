@@ -142,3 +142,29 @@ def test_every_setting_has_a_known_group_and_a_meaning():
     assert all(f"`{name}`" in table for name in settings.SETTINGS)
     assert "| `RECSYS_KEEP_RUNS` | `5` |" in table
     assert "| `RECSYS_SPARK_PYTHON` | the Airflow interpreter |" in table
+
+
+def test_a_relative_data_root_is_taken_from_where_the_process_started(tmp_path, monkeypatch):
+    """A library or task runner that changes directory later must not move the store under a process."""
+    from music_recsys import settings
+
+    monkeypatch.setattr(settings, "_START_DIR", tmp_path / "started-here")
+    monkeypatch.setenv("RECSYS_DATA_ROOT", "data")
+    monkeypatch.chdir(tmp_path)
+    assert settings.data_root() == (tmp_path / "started-here" / "data").resolve()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert settings.data_root() == (tmp_path / "started-here" / "data").resolve()
+    monkeypatch.setenv("RECSYS_DATA_ROOT", str(tmp_path / "absolute"))
+    assert settings.data_root() == tmp_path / "absolute"
+    assert settings.in_data_root("models/v1") == tmp_path / "absolute" / "models" / "v1"
+    assert settings.in_data_root("/elsewhere/v1") == Path("/elsewhere/v1")
+
+
+def test_a_runs_tasks_all_use_the_root_its_plan_recorded(tmp_path, monkeypatch):
+    from music_recsys.pipeline.config import RunConfig
+    from music_recsys.pipeline.plan import build_plan
+
+    monkeypatch.setenv("RECSYS_DATA_ROOT", str(tmp_path))
+    plan = build_plan(RunConfig(), "manual__1")
+    assert plan["data_root"] == str(tmp_path) and plan["run_dir"] == str(tmp_path / "runs" / "manual__1")

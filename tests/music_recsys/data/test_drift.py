@@ -13,10 +13,13 @@ from music_recsys.data.drift import (
     count_shift,
     new_share,
     relative_change,
+    skipped_text,
     violations_table,
 )
 
 LIMITS = Thresholds(max_volume_change=0.5, max_new_user_share=0.2, max_new_track_share=0.1, max_count_shift=0.25)
+# Both new-id shares measured (their checks ran), well within the limits.
+SHARES = {"new_users": 0.0, "new_tracks": 0.0}
 # 1,000 rows over the 11 buckets (1, 2, 3-4, 5-8, 9-16, 17-32, 33-64, 65-128, ...).
 HISTOGRAM = [300, 200, 200, 100, 100, 50, 50, 0, 0, 0, 0]
 
@@ -73,7 +76,7 @@ def test_new_share_known_answers():
 
 def test_first_run_has_no_baseline_and_no_violations():
     outcome = compare(_splits(), None, LIMITS, new_users=0.9, new_tracks=0.9)
-    assert outcome == {"verdict": "first_run", "baseline_run_id": None, "changes": {}, "violations": []}
+    assert outcome == {"verdict": "first_run", "baseline_run_id": None, "changes": {}, "violations": [], "skipped": []}
     assert compare(_splits(), {}, LIMITS)["verdict"] == "first_run"
 
 
@@ -160,7 +163,7 @@ def test_volume_limit_on_each_figure(split, figure, before, above, at, below):
 
     def violations(now_value):
         current = _splits(**{split: _profile(**{figure: now_value})})
-        return compare(current, baseline, LIMITS)["violations"]
+        return compare(current, baseline, LIMITS, **SHARES)["violations"]
 
     (v,) = violations(above)
     assert (v["split"], v["figure"], v["now"], v["before"], v["limit"]) == (split, figure, above, before, 0.5)
@@ -174,15 +177,18 @@ def test_volume_limit_on_each_figure(split, figure, before, above, at, below):
     [("new_users", "new_user_share", 0.21, 0.19, 0.2), ("new_tracks", "new_track_share", 0.11, 0.09, 0.1)],
 )
 def test_new_id_share_limits(keyword, figure, above, below, limit):
-    crossed = compare(_splits(), _splits(), LIMITS, **{keyword: above})
+    crossed = compare(_splits(), _splits(), LIMITS, **{**SHARES, keyword: above})
     assert crossed["verdict"] == "drift"
     assert crossed["violations"] == [
         {"split": "train", "figure": figure, "now": above, "before": None, "value": above, "limit": limit}
     ]
-    assert compare(_splits(), _splits(), LIMITS, **{keyword: below})["verdict"] == "pass"
-    # Unknown (no hashed ids from the baseline run): recorded as None, never a violation.
-    unknown = compare(_splits(), _splits(), LIMITS, **{keyword: None})
-    assert unknown["verdict"] == "pass" and unknown["changes"]["train"][figure] is None
+    assert compare(_splits(), _splits(), LIMITS, **{**SHARES, keyword: below})["verdict"] == "pass"
+    # Unknown (no hashed ids from the baseline run): recorded as None, never a violation, and never a plain
+    # pass either: the verdict says the check did not run, and why.
+    unknown = compare(_splits(), _splits(), LIMITS, **{**SHARES, keyword: None}, ids_missing="run r1's ids are gone")
+    assert unknown["verdict"] == "incomplete" and unknown["changes"]["train"][figure] is None
+    assert unknown["skipped"] == [{"split": "train", "check": figure, "reason": "run r1's ids are gone"}]
+    assert skipped_text(unknown["skipped"]) == f"{figure} of train (run r1's ids are gone)"
 
 
 def test_count_shift_limit():
@@ -193,7 +199,7 @@ def test_count_shift_limit():
 
     def outcome(m):
         now = [100 - m, 100, m, 0, 0, 0, 0, 0, 0, 0, 0]
-        return compare(_splits(test=_profile(rows=200, histogram=now)), baseline, LIMITS)
+        return compare(_splits(test=_profile(rows=200, histogram=now)), baseline, LIMITS, **SHARES)
 
     crossed = outcome(51)
     assert crossed["verdict"] == "drift"
@@ -209,22 +215,26 @@ def test_count_shift_limit():
 def test_baseline_with_zero_volume():
     # Baseline test split empty: something now is an infinite change, past any limit; still empty is no change.
     empty = _profile(rows=0, users=0, tracks=0, plays=0, histogram=[0] * 11)
-    grown = compare(_splits(test=_profile(rows=10, users=0, tracks=0, plays=0)), _splits(test=empty), LIMITS)
+    grown = compare(_splits(test=_profile(rows=10, users=0, tracks=0, plays=0)), _splits(test=empty), LIMITS, **SHARES)
     assert grown["verdict"] == "drift"
     assert [(v["split"], v["figure"], v["value"]) for v in grown["violations"]] == [
         ("test", "rows", float("inf")),
         ("test", "count_shift", 1.0),  # 1,000 rows in the histogram against none
     ]
-    still_empty = compare(_splits(test=empty), _splits(test=empty), LIMITS)
+    still_empty = compare(_splits(test=empty), _splits(test=empty), LIMITS, **SHARES)
     assert still_empty["verdict"] == "pass"
     assert still_empty["changes"]["test"]["rows"] == 0.0 and still_empty["changes"]["test"]["count_shift"] == 0.0
 
 
-def test_split_missing_from_the_baseline_is_not_compared():
+def test_split_missing_from_the_baseline_is_not_compared_and_said():
     baseline = {"train": _profile()}
-    outcome = compare(_splits(), baseline, LIMITS)
-    assert outcome["verdict"] == "pass"
+    outcome = compare(_splits(), baseline, LIMITS, **SHARES)
+    assert outcome["verdict"] == "incomplete"
     assert set(outcome["changes"]) == {"train"}
+    assert [(s["split"], s["reason"]) for s in outcome["skipped"]] == [
+        ("validation", "the baseline run has no validation profile"),
+        ("test", "the baseline run has no test profile"),
+    ]
 
 
 # Rows of the Spark profile fixture: 3 users, 4 tracks, counts 1 1 2 3 4 5 8 9 512 513.
@@ -262,6 +272,20 @@ def test_profile_known_answers(spark):
     # Buckets (inclusive upper bounds): 1 -> {1, 1}; 2 -> {2}; 3-4 -> {3, 4}; 5-8 -> {5, 8}; 9-16 -> {9};
     # 257-512 -> {512}; >512 -> {513}.
     assert result["count_histogram"] == [2, 1, 2, 2, 1, 0, 0, 0, 0, 1, 1]
+
+
+@pytest.mark.spark
+def test_the_checksum_is_of_the_rows_not_their_order_type_or_place(spark):
+    from music_recsys.data.drift import profile
+
+    checksum = profile(spark.createDataFrame(PROFILE_ROWS, SCHEMA))["checksum"]
+    assert len(checksum) == 64
+    shuffled = spark.createDataFrame(list(reversed(PROFILE_ROWS)), "user_id string, track_id string, count long")
+    assert profile(shuffled.repartition(3))["checksum"] == checksum  # order, partitions and int width
+    changed = [("u1", "t1", 2), *PROFILE_ROWS[1:]]
+    assert profile(spark.createDataFrame(changed, SCHEMA))["checksum"] != checksum
+    swapped = [("u2", "t1", 1), ("u1", "t1", 4), *PROFILE_ROWS[1:4], *PROFILE_ROWS[5:]]  # same counts, moved
+    assert profile(spark.createDataFrame(swapped, SCHEMA))["checksum"] != checksum
 
 
 @pytest.mark.spark

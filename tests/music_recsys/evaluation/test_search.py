@@ -18,10 +18,11 @@ from music_recsys.evaluation.search import (
     meaningful_search_k,
     open_index,
     operating_point,
+    query_users,
     query_vector,
-    query_vectors,
     recall,
     search_rows,
+    served_top_k,
     sweep,
 )
 from music_recsys.evaluation.topk import top_k_one
@@ -167,14 +168,38 @@ def test_unknown_annoy_metric_is_refused_with_the_choices(catalogue, tmp_path):
         AnnoySearcher(catalogue[0], "cosine", n_trees=1, seed=1, path=tmp_path / "x.ann")
 
 
-def test_query_vectors_skip_users_without_factors_and_sample_with_the_seed():
+def test_query_users_skip_users_without_factors_and_sample_with_the_seed():
     factors = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [3.0, 3.0], [4.0, 0.0]], dtype=np.float32)
     # Validation rows repeat users; user 0 has no factors; user 4 is not in validation.
     users = np.array([2, 0, 1, 2, 3, 3])
-    np.testing.assert_array_equal(query_vectors(users, factors, 10, seed=1), factors[[1, 2, 3]])
-    sample = query_vectors(users, factors, 2, seed=1)
-    assert len(sample) == 2 and all(any((row == factors[u]).all() for u in (1, 2, 3)) for row in sample)
-    np.testing.assert_array_equal(sample, query_vectors(users, factors, 2, seed=1))
+    np.testing.assert_array_equal(query_users(users, factors, 10, seed=1), [1, 2, 3])
+    sample = query_users(users, factors, 2, seed=1)
+    assert len(sample) == 2 and set(sample) <= {1, 2, 3}
+    np.testing.assert_array_equal(sample, query_users(users, factors, 2, seed=1))
+
+
+def test_recall_is_measured_as_served_with_played_tracks_excluded(catalogue, tmp_path):
+    """Each query's played tracks leave the truth and the index's answer alike, through the function the
+    serving model calls: a configuration's recall is what the API's users get."""
+    items, queries = catalogue
+    # Played: the 15 best tracks of every query but one in three, so the served top 10 differ from the raw.
+    played = [top_k_one(items, q, 15)[0][i % 3 :: 3].copy() for i, q in enumerate(queries)]
+    rows = sweep(items, queries, ks=[10], trees=[4], search_ks=[60], seed=1, workdir=tmp_path, exclude=played)
+    truth = [top_k_one(items, q, 10, p)[0] for q, p in zip(queries, played, strict=True)]
+    assert all(not np.isin(t, p).any() for t, p in zip(truth, played, strict=True))
+    searcher = AnnoySearcher(items, "dot", 4, 1, tmp_path / "again.ann")
+    for factor in (1, 4):
+        served = []
+        for q, p in zip(queries, played, strict=True):
+            found = served_top_k(searcher.index, "dot", items, q, 10, p, factor, 60, 10 * factor)
+            served.append(found[0] if found is not None else top_k_one(items, q, 10, p)[0])
+        expected = np.mean([recall(s, t) for s, t in zip(served, truth, strict=True)])
+        row = next(r for r in rows if (r.metric, r.candidates) == ("dot", 10 * factor))
+        assert row.recall == pytest.approx(expected)
+        assert all(not np.isin(s, p).any() for s, p in zip(served, played, strict=True))
+    searcher.close()
+    exact = next(r for r in rows if r.metric == "exact_batched")
+    assert exact.recall == 1.0
 
 
 def _m(metric, recall, qps, k=10, n_trees=1, search_k=100, candidates=10):

@@ -154,6 +154,33 @@ def test_on_run_failure_writes_failure_json_and_the_note(tmp_path, monkeypatch):
                       "did not run: ingest")]  # fmt: skip
 
 
+def test_failure_json_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    """The UI and a person read failure.json while the callback may be writing it: a write that dies half
+    way (a full disk, a killed process) leaves the previous file whole, never a truncated one."""
+    monkeypatch.setattr(F, "_run_dir", lambda run_id: tmp_path / run_id)
+    monkeypatch.setattr(F, "task_states", lambda dag_id, run_id: {"prepare": "failed", "ingest": "upstream_failed"})
+    monkeypatch.setattr(F, "set_note", lambda dag_id, run_id, line: "metadata_db")
+    dag = ToyDag({"prepare": set(), "ingest": {"prepare"}})
+    F.record_task_failure({"ti": SimpleNamespace(task_id="prepare", map_index=-1), "run_id": "r9",
+                           "exception": AirflowFailException("first cause")})  # fmt: skip
+    F.on_run_failure({"dag": dag, "run_id": "r9"})
+    before = (tmp_path / "r9" / F.FAILURE_FILE).read_bytes()
+    F.record_task_failure({"ti": SimpleNamespace(task_id="prepare", map_index=-1), "run_id": "r9",
+                           "exception": AirflowFailException("second cause " + "x" * 5000)})  # fmt: skip
+    real_dump = json.dump
+
+    def dies_half_way(payload, fh, **kwargs):
+        fh.write(json.dumps(payload, **kwargs)[:100])
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(json, "dump", dies_half_way)
+    F.on_run_failure({"dag": dag, "run_id": "r9"})  # the callback logs the error and does not raise
+    monkeypatch.setattr(json, "dump", real_dump)
+    assert (tmp_path / "r9" / F.FAILURE_FILE).read_bytes() == before
+    assert json.loads(before)["message"] == "first cause"
+    assert [p.name for p in (tmp_path / "r9").iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+
 class _FakeApiServer(BaseHTTPRequestHandler):
     """The two api-server endpoints the note needs, recording what they were sent."""
 

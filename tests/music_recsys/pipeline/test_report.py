@@ -81,8 +81,8 @@ def test_tables_follow_the_catalogue_and_the_selection_metric(tmp_path):
 
     best_point = report.index("## Best point and generalization")
     assert report[best_point + 2] == (
-        "| model | split | MAP | MAP@k | precision@k | NDCG@k | recall@k | graded NDCG@k | MPR | coverage@k "
-        "| rec. popularity | users |"
+        "| model | split | MAP (top 10) | MAP@10 | precision@10 | NDCG@10 | recall@10 | graded NDCG@10 | MPR "
+        "| coverage@10 | rec. popularity | users |"
     )
     assert report[best_point + 3] == "|---" * 12 + "|"
     # Accuracy to 4 places, the shares that describe the lists to 3.
@@ -92,14 +92,15 @@ def test_tables_follow_the_catalogue_and_the_selection_metric(tmp_path):
 
     by_segment = report.index("## By listener history (test)")
     assert report[by_segment + 4] == (
-        "| model | segment | users | MAP | MAP@k | precision@k | NDCG@k | recall@k | graded NDCG@k | MPR "
-        "| rec. popularity |"
+        "| model | segment | users | MAP (top 10) | MAP@10 | precision@10 | NDCG@10 | recall@10 | graded NDCG@10 "
+        "| MPR | rec. popularity |"
     )
 
     trials = report.index("## All trials (validation)")
     assert report[trials + 2] == "Best first by mpr, the run's selection metric."
     assert report[trials + 4] == (
-        "| trial | rank | regParam | alpha | transform | status | MAP | NDCG@k | graded NDCG@k | MPR | fit s |"
+        "| trial | rank | regParam | alpha | transform | status | MAP (top 10) | NDCG@10 | graded NDCG@10 | MPR "
+        "| fit s |"
     )
     order = [line.split(" | ")[0].lstrip("| ") for line in report[trials + 6 : trials + 10]]
     assert order == ["best", "worse", "popularity", "failed"]  # lowest MPR first, no value last

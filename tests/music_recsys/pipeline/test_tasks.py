@@ -1,6 +1,7 @@
-"""The DAG's Python tasks: planning (templated paths per logical date, run-scoped outputs that never
-collide, bad params fail fast) and the data check against the last good run (first run, pass, drift with
-fail or warn, backfills compared with what came before them)."""
+"""The DAG's Python tasks: planning (date placeholders per logical date and nothing else of the run's
+context, run-scoped outputs that never collide, bad params fail fast) and the data check against the last
+good run (first run, pass, incomplete, drift with fail or warn, backfills compared with what came before
+them)."""
 
 from __future__ import annotations
 
@@ -41,9 +42,7 @@ def _params(**over):
 def test_each_logical_date_reads_its_own_partition(dated_drops):
     plans = {}
     for day in ("2026-01-05", "2026-01-12"):
-        plans[day] = prepare(
-            _params(), f"backfill__{day}T03:00:00+00:00", render=lambda text, day=day: text.replace("{{ ds }}", day)
-        )
+        plans[day] = prepare(_params(), f"backfill__{day}T03:00:00+00:00", f"{day}T03:00:00+00:00")
     for day, plan in plans.items():
         args = plan["ingest_args"]
         assert args[args.index("--train") + 1] == str(dated_drops / day / "train.txt")
@@ -72,9 +71,46 @@ def test_plan_is_saved_with_the_validated_config(dated_drops):
     assert isinstance(fit_args, list) and all(isinstance(a, str) for a in fit_args)  # argv, no shell
 
 
-def test_template_escaping_the_root_is_still_refused(dated_drops):
+def test_a_filled_path_escaping_the_root_is_still_refused(dated_drops):
     with pytest.raises(ValueError, match="outside the allowed roots"):
-        prepare(_params(), "manual__y", render=lambda text: text.replace("{{ ds }}", "../../.."))
+        prepare(_params(train_path="drops/{{ ds }}/../../../../etc/passwd"), "manual__y", "2026-01-05T03:00:00+00:00")
+
+
+def test_data_interval_placeholders_fill_from_the_runs_dates(dated_drops):
+    plan = prepare(
+        _params(train_path="drops/{{ data_interval_start | ds }}/train.txt"),
+        "scheduled__w",
+        "2026-01-12T03:00:00+00:00",
+        {"data_interval_start": datetime(2026, 1, 5, 3, tzinfo=UTC), "data_interval_end": None},
+    )
+    args = plan["ingest_args"]
+    assert args[args.index("--train") + 1] == str(dated_drops / "2026-01-05" / "train.txt")
+    assert args[args.index("--validation") + 1] == str(dated_drops / "2026-01-12" / "validation.txt")
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "{{ conn.recsys_results.password }}",
+        "{{ var.value.secret_probe }}",
+        "{{ macros.ds_add(ds, 1) }}",
+        "{{ ds | upper }}",
+        "{% if true %}x{% endif %}",
+        "{{ dag_run.conf }}",
+        "{{ ds }}{# note #}",
+    ],
+)
+def test_a_path_param_never_reaches_connections_or_variables(dated_drops, monkeypatch, expression):
+    """Only the date placeholders are filled, without a template engine: anything else is refused, and
+    the error neither renders nor repeats it."""
+    monkeypatch.setenv("AIRFLOW_CONN_RECSYS_RESULTS_PROBE", "postgres://u:pw-9f2c1e@h/db")
+    monkeypatch.setenv("AIRFLOW_VAR_SECRET_PROBE", "var-77a0b3")
+    with pytest.raises(ParamError) as info:
+        prepare(_params(train_path=f"drops/{expression}/train.txt"), "manual__s", "2026-01-05T03:00:00+00:00")
+    message = str(info.value)
+    assert message.startswith("train_path: holds a template expression that is not one of the date placeholders")
+    assert "{{ ds }}" in message and "pw-9f2c1e" not in message and "var-77a0b3" not in message
+    assert expression not in message
 
 
 IDS = ["r5_reg0.1_a1_none", "r5_reg0.1_a10_none", "r5_reg0.1_a1_log1p", "r5_reg0.1_a10_log1p"]
@@ -90,9 +126,7 @@ IDS = ["r5_reg0.1_a1_none", "r5_reg0.1_a10_none", "r5_reg0.1_a1_log1p", "r5_reg0
 )
 def test_fit_tasks_pack_grid_points(dated_drops, fits_per_task, labels, points):
     plan = prepare(
-        _params(alphas=[1.0, 10.0], fits_per_task=fits_per_task),
-        "manual__pack",
-        render=lambda text: text.replace("{{ ds }}", "2026-01-05"),
+        _params(alphas=[1.0, 10.0], fits_per_task=fits_per_task), "manual__pack", "2026-01-05T03:00:00+00:00"
     )
     tasks = plan["fit_kwargs"]
     assert [t["trial_id"] for t in plan["trials"]] == IDS
@@ -109,11 +143,7 @@ def test_fit_tasks_pack_grid_points(dated_drops, fits_per_task, labels, points):
 
 def test_missing_input_fails_before_any_job(dated_drops):
     with pytest.raises(ParamError, match="test_path: .*/drops/2026-01-05/missing.txt does not exist"):
-        prepare(
-            _params(test_path="drops/{{ ds }}/missing.txt"),
-            "manual__missing",
-            render=lambda text: text.replace("{{ ds }}", "2026-01-05"),
-        )
+        prepare(_params(test_path="drops/{{ ds }}/missing.txt"), "manual__missing", "2026-01-05T03:00:00+00:00")
 
 
 def test_fail_fast_turns_input_errors_into_failures_without_retry():
@@ -165,8 +195,9 @@ def _plan(data_root: Path, run_id: str, logical_date: str, **params) -> dict:
 
 def test_data_check_against_the_last_good_run(data_root, tmp_path):
     from music_recsys.store.results import ResultsStore
+    from tests.stores import migrated
 
-    url = f"sqlite:///{tmp_path / 'results.sqlite'}"
+    url = migrated(f"sqlite:///{tmp_path / 'results.sqlite'}")
     first = check_data(
         _plan(data_root, "w1", "2026-01-05T03:00:00+00:00"), _drop(tmp_path, "w1", 1000, range(100), range(50)), url
     )
@@ -216,4 +247,20 @@ def test_data_check_against_the_last_good_run(data_root, tmp_path):
     store.mark_run_succeeded("w3")
     store.mark_run_succeeded("w4w")
     assert store.latest_good_profile_run(datetime(2027, 1, 1, tzinfo=UTC), "x") == "w3"
+    # Week 3's hashed ids are gone (retention): the new-id checks cannot run, and the verdict says so
+    # instead of a plain pass.
+    import shutil
+
+    shutil.rmtree(tmp_path / "w3" / "ids")
+    fifth = check_data(
+        _plan(data_root, "w5", "2026-02-02T03:00:00+00:00"), _drop(tmp_path, "w5", 1250, range(105), range(52)), url
+    )
+    assert fifth["verdict"] == "incomplete" and fifth["baseline_run_id"] == "w3"
+    assert [c["check"] for c in fifth["skipped"]] == ["new_user_share", "new_track_share"]
+    assert (
+        "could not run: new_user_share of train (the hashed train ids of baseline run w3 are gone" in fifth["message"]
+    )
+    assert store.fetch("data_profiles", "w5")[0]["verdict"] == "incomplete"
+    train = next(r for r in store.fetch("data_profiles", "w5") if r["split"] == "train")
+    assert [c["check"] for c in train["skipped_checks"]] == ["new_user_share", "new_track_share"]
     store.close()

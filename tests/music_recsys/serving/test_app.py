@@ -277,3 +277,36 @@ def test_an_unreachable_registry_leaves_the_old_model_serving(serving):
     assert holder.last_error == "registry: ConnectionError: registry down"
     assert client.get("/healthz").json() == {"status": "ok", "model_version": "a"}
     assert client.get("/users/u01/recommendations", params={"k": 3}).status_code == 200
+
+
+@pytest.mark.postgres
+def test_the_api_serves_the_registrys_champion_as_a_select_only_role(bundles, postgres_url, tmp_path, monkeypatch):
+    """The serving API needs no right to change the store: as a role with SELECT only (the grants of
+    docs/results-store.md) it finds the champion, resolves its bundle path against the data root (a root
+    that moved since publishing), loads it and answers; its polls issue no DDL."""
+    import sqlalchemy as sa
+
+    from music_recsys.serving.app import registry_locator
+    from music_recsys.store import registry
+    from tests.stores import open_store, reader_url, register
+
+    root = tmp_path / "moved-data-root"
+    shutil.copytree(bundles["b"], root / "models" / "b")
+    monkeypatch.setenv("RECSYS_DATA_ROOT", str(root))
+    with open_store(postgres_url) as store:
+        register(store, {"model_version": "b", "run_id": "r", "trial_id": "t", "path": "models/b", "test_map": 0.2,
+                         "popularity_test_map": 0.1})  # fmt: skip
+    reader = reader_url(postgres_url, "recsys_reader_api")
+    app = create_app(Settings(locate=registry_locator(reader), poll_seconds=0.05))
+    with TestClient(app) as client:
+        wait_for(lambda: app.state.holder.version == "b")
+        assert client.get("/healthz").json() == {"status": "ok", "model_version": "b"}
+        answer = client.get(f"/users/{USERS[0]}/recommendations", params={"k": 3}).json()
+        assert answer["model_version"] == "b" and len(answer["items"]) == 3
+        assert client.get("/model").json()["path"] == str(root / "models" / "b")
+    engine = sa.create_engine(reader)
+    with engine.connect() as conn, pytest.raises(sa.exc.ProgrammingError):
+        conn.execute(sa.text("UPDATE models SET status = 'retired'"))  # the role really is read-only
+    engine.dispose()
+    with open_store(postgres_url) as store:
+        assert registry.champion(store)["model_version"] == "b"

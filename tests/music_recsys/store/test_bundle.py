@@ -101,3 +101,17 @@ def test_versions_sort_by_logical_date_and_are_stable_per_run():
     assert a.startswith("20260105T030000-") and a == model_version("manual__x", "2026-01-05T03:00:00+00:00")
     assert a != model_version("manual__y", "2026-01-05T03:00:00+00:00")
     assert a < model_version("manual__x", "2026-01-12T03:00:00+00:00")
+
+
+def test_a_bundle_in_place_is_kept_only_when_made_from_the_same_inputs(tmp_path):
+    """A retried publish keeps the bundle; a cleared run re-published on changed inputs writes it again."""
+    arrays, labels, card = _inputs(tmp_path)
+    target = write_bundle(tmp_path / "models" / "v1", arrays, labels, {**card, "inputs": "a"}, None, seed=1)
+    stamp = (target / "model.json").stat().st_mtime_ns
+    assert write_bundle(target, arrays, labels, {**card, "inputs": "a"}, None, seed=1) == target
+    assert (target / "model.json").stat().st_mtime_ns == stamp  # kept as it was
+    changed = {**arrays, "item_factors": arrays["item_factors"] * 2}
+    write_bundle(target, changed, labels, {**card, "inputs": "b"}, None, seed=1)
+    assert verify_bundle(target)["inputs"] == "b"
+    np.testing.assert_array_equal(np.load(target / "item_factors.npy"), changed["item_factors"])
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["v1"]  # no old or temporary folder left

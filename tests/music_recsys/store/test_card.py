@@ -11,28 +11,34 @@ from music_recsys.store.card import data_fingerprint, library_versions, lift, mo
 METRICS = ("map", "map_at_k", "precision_at_k", "ndcg_at_k", "recall_at_k", "ndcg_graded_at_k", "mpr")
 
 
-def _ingest(train_rows=100):
+def _ingest(train_rows=100, root="/d", checksum="c" * 64):
     def split(path, rows, users, tracks):
-        return {"path": path, "profile": {"rows": rows, "users": users, "tracks": tracks, "plays": 999}}
+        profile = {"rows": rows, "users": users, "tracks": tracks, "plays": 999, "checksum": checksum}
+        return {"path": f"{root}{path}", "profile": profile}
 
     return {
         "sample_fraction": 1.0,
         "splits": {
-            "train": split("/d/train", train_rows, 10, 20),
-            "validation": split("/d/validation", 30, 8, 15),
-            "test": split("/d/test", 25, 7, 14),
+            "train": split("/train", train_rows, 10, 20),
+            "validation": split("/validation", 30, 8, 15),
+            "test": split("/test", 25, 7, 14),
         },
     }
 
 
-def test_fingerprint_hashes_paths_and_counts_only():
+def test_fingerprint_is_of_the_content_never_of_where_it_lies():
     a = data_fingerprint(_ingest())
-    assert a["splits"]["train"] == {"path": "/d/train", "rows": 100, "users": 10, "tracks": 20}
+    assert a["splits"]["train"] == {"rows": 100, "users": 10, "tracks": 20, "checksum": "c" * 64}
     assert len(a["hash"]) == 64 and a["sample_fraction"] == 1.0
+    # The same files read from a moved data root are the same data.
+    assert data_fingerprint(_ingest(root="/mnt/moved/data"))["hash"] == a["hash"]
     other_plays = _ingest()
-    other_plays["splits"]["train"]["profile"]["plays"] = 1  # not part of the fingerprint
+    other_plays["splits"]["train"]["profile"]["plays"] = 1  # implied by the checksum, not hashed twice
     assert data_fingerprint(other_plays)["hash"] == a["hash"]
     assert data_fingerprint(_ingest(train_rows=101))["hash"] != a["hash"]
+    assert data_fingerprint(_ingest(checksum="d" * 64))["hash"] != a["hash"]  # same counts, other rows
+    sampled = {**_ingest(), "sample_fraction": 0.5, "seed": 1}
+    assert data_fingerprint(sampled)["hash"] != data_fingerprint({**sampled, "seed": 2})["hash"]
 
 
 def test_library_versions_name_missing_packages():

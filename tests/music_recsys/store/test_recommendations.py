@@ -19,9 +19,10 @@ import sqlalchemy as sa
 from music_recsys.cli import main as cli
 from music_recsys.evaluation import batch
 from music_recsys.store import recommendations as recs
-from music_recsys.store import registry
 from music_recsys.store.results import ResultsStore, to_sqlalchemy_url
 from tests.music_recsys.serving.bundles import N_TRACKS, N_USERS, RANK, write_test_bundle
+from tests.stores import migrated, open_store
+from tests.stores import register as register_row
 
 K = 7
 
@@ -67,8 +68,8 @@ def bundles(tmp_path_factory) -> dict[str, Path]:
 )
 def store_url(request, tmp_path) -> str:
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'results.sqlite'}"
-    url = request.getfixturevalue("postgres_url")
+        return migrated(f"sqlite:///{tmp_path / 'results.sqlite'}")
+    url = migrated(request.getfixturevalue("postgres_url"))
     return (
         to_sqlalchemy_url(url) if request.param == "postgres" else url.replace("postgresql://", "postgresql+psycopg://")
     )
@@ -91,7 +92,7 @@ def register(store: ResultsStore, version: str, bundle: Path, test_map: float, d
         "logical_date": datetime(2026, 11, day, 3, tzinfo=UTC),
         "data_fingerprint": "data-a",
     }
-    registry.publish(store, candidate, registry.Policy())
+    register_row(store, candidate)
 
 
 def test_load_is_one_set_per_version_and_reruns_rewrite_it(store_url, bundles, monkeypatch):
@@ -164,7 +165,7 @@ def test_a_bundle_without_or_with_tampered_recommendations_is_refused(bundles, t
     tampered = shutil.copytree(bundles["va"], tmp_path / "tampered")
     part = recs.data_files(recs.recommendations_dir(tampered))[1]
     part.write_bytes(part.read_bytes()[:-5] + b"xxxxx")
-    store = ResultsStore(f"sqlite:///{tmp_path / 'r.sqlite'}")
+    store = open_store(f"sqlite:///{tmp_path / 'r.sqlite'}")
     try:
         with pytest.raises(recs.RecommendationsError, match="does not match the checksum"):
             recs.load(store, tampered)
@@ -174,7 +175,7 @@ def test_a_bundle_without_or_with_tampered_recommendations_is_refused(bundles, t
 
 @pytest.mark.parametrize("name", ["recs.csv", "recs.csv.gz", "recs.parquet"])
 def test_export_cli_round_trip(name, bundles, tmp_path, capsys):
-    url = f"sqlite:///{tmp_path / 'results.sqlite'}"
+    url = migrated(f"sqlite:///{tmp_path / 'results.sqlite'}")
     store = ResultsStore(url)
     register(store, "vb", bundles["vb"], 0.3, day=2)
     store.close()
@@ -203,7 +204,7 @@ def test_export_cli_round_trip(name, bundles, tmp_path, capsys):
 
 
 def test_export_errors_name_the_problem(bundles, tmp_path, capsys):
-    url = f"sqlite:///{tmp_path / 'results.sqlite'}"
+    url = migrated(f"sqlite:///{tmp_path / 'results.sqlite'}")
     assert (
         cli(["recommendations", "export", "--version", "vb", "--out", str(tmp_path / "x.json"), "--results-url", url])
         == 1
@@ -256,7 +257,7 @@ def test_the_dag_tasks_skip_when_off_and_load_when_asked(bundles, tmp_path):
     with pytest.raises(recs.RecommendationsError, match="the published bundle .* is gone"):
         recs.batch_job(on, {"version": "gone", "path": str(tmp_path / "gone")})
 
-    url = f"sqlite:///{tmp_path / 'results.sqlite'}"
+    url = migrated(f"sqlite:///{tmp_path / 'results.sqlite'}")
     job_result = {"version": "va", "bundle": str(bundles["va"])}
     assert recs.store_for_run(run_plan(tmp_path / "keep", batch_to_store=False), job_result, url)["skip"]
     stored = recs.store_for_run(on, job_result, url)

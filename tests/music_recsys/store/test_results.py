@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from music_recsys.store.results import ResultsStore, to_sqlalchemy_url
+from tests.stores import open_store, sqlite_url
 
 ALS_COLUMNS = {
     "run_id",
@@ -75,15 +76,15 @@ def _ann_row(**over):
 
 
 def _exercise(store: ResultsStore):
-    assert store.upsert_als_trials([_als_row(), _als_row(split="test", map=0.09)]) == 2
-    assert store.upsert_als_trials([_als_row(map=0.2)]) == 1  # rerun: rewrite, not a new row
+    assert store.upsert("als_trials", [_als_row(), _als_row(split="test", map=0.09)]) == 2
+    assert store.upsert("als_trials", [_als_row(map=0.2)]) == 1  # rerun: rewrite, not a new row
     rows = store.fetch("als_trials", "r1")
     assert len(rows) == 2
     assert ALS_COLUMNS <= set(rows[0])
     validation = next(r for r in rows if r["split"] == "validation")
     assert validation["map"] == pytest.approx(0.2)
-    store.upsert_ann_trials([_ann_row(), _ann_row(k=500, candidates=500, recall=0.5)])
-    store.upsert_ann_trials([_ann_row(recall=0.85)])
+    store.upsert("ann_trials", [_ann_row(), _ann_row(k=500, candidates=500, recall=0.5)])
+    store.upsert("ann_trials", [_ann_row(recall=0.85)])
     ann = store.fetch("ann_trials", "r1")
     assert ANN_COLUMNS <= set(ann[0])
     assert sorted(r["recall"] for r in ann) == [0.5, 0.85]
@@ -91,38 +92,17 @@ def _exercise(store: ResultsStore):
 
 
 def test_sqlite_store(tmp_path):
-    store = ResultsStore(f"sqlite:///{tmp_path / 'results.sqlite'}")
-    _exercise(store)
-    store.close()
+    with open_store(sqlite_url(tmp_path)) as store:
+        _exercise(store)
 
 
 @pytest.mark.postgres
 def test_postgres_store(postgres_url):
-    store = ResultsStore(postgres_url)
+    store = open_store(postgres_url)
     _exercise(store)
     # Values are bound parameters: a quote in an id is data, not SQL.
-    store.upsert_als_trials([_als_row(trial_id="x'); DROP TABLE als_trials; --")])
+    store.upsert("als_trials", [_als_row(trial_id="x'); DROP TABLE als_trials; --")])
     assert len(store.fetch("als_trials", "r1")) == 3
-    store.close()
-
-
-def test_old_schemas_are_upgraded_or_reported(tmp_path):
-    import sqlite3
-
-    path = tmp_path / "old.sqlite"
-    with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE ann_trials (run_id TEXT, metric TEXT, n_trees INT, search_k INT, k INT)")
-    with pytest.raises(RuntimeError, match=r"table ann_trials lacks key columns \['candidates'\]"):
-        ResultsStore(f"sqlite:///{path}")
-
-    path = tmp_path / "older.sqlite"
-    store = ResultsStore(f"sqlite:///{path}")
-    store.close()
-    with sqlite3.connect(path) as db:
-        db.execute("ALTER TABLE als_trials DROP COLUMN is_best")
-    store = ResultsStore(f"sqlite:///{path}")  # adds the plain column back
-    store.upsert_als_trials([_als_row(is_best=True)])
-    assert store.fetch("als_trials", "r1")[0]["is_best"] is True
     store.close()
 
 
@@ -134,7 +114,7 @@ def test_airflow_uri_becomes_sqlalchemy_url():
 @pytest.mark.postgres
 def test_rows_of_several_tables_land_together_or_not_at_all(postgres_url):
     """``record``'s write: a failure in the last table's statement leaves the earlier tables untouched."""
-    store = ResultsStore(postgres_url)
+    store = open_store(postgres_url)
     assert store.upsert_together({"als_trials": [_als_row(run_id="t1")], "ann_trials": [_ann_row(run_id="t1")]}) == {
         "als_trials": 1,
         "ann_trials": 1,

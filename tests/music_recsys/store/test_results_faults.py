@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 import pytest
 
 from music_recsys.store.results import ResultsStore
+from tests.stores import migrated
 
 pytestmark = pytest.mark.postgres
 
@@ -72,15 +73,16 @@ class FlakyProxy:
 
 
 def test_writes_survive_a_database_restart(postgres_url):
+    migrated(postgres_url)
     parsed = urlparse(postgres_url)
     proxy = FlakyProxy(parsed.hostname, parsed.port or 5432)
     via_proxy = postgres_url.replace(f"{parsed.hostname}:{parsed.port}", f"127.0.0.1:{proxy.port}")
     store = ResultsStore(via_proxy, retries=6, backoff_seconds=0.5)
     row = {"run_id": "r", "trial_id": "t", "split": "validation", "model": "als", "status": "success", "map": 0.1}
-    assert store.upsert_als_trials([row]) == 1
+    assert store.upsert("als_trials", [row]) == 1
     proxy.restart(down_seconds=1.5)  # the pooled connection is dead and reconnects fail for a while
     started = time.monotonic()
-    assert store.upsert_als_trials([{**row, "map": 0.2}]) == 1
+    assert store.upsert("als_trials", [{**row, "map": 0.2}]) == 1
     assert time.monotonic() - started >= 1.0  # it really waited for the database to come back
     rows = store.fetch("als_trials", "r")
     assert len(rows) == 1 and rows[0]["map"] == pytest.approx(0.2)

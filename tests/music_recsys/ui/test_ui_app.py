@@ -5,6 +5,7 @@ anonymous ones. Pages must show the numbers the results store holds (``ui_rows``
 from __future__ import annotations
 
 import re
+import time
 from html import unescape
 
 import pytest
@@ -12,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from music_recsys.store import registry
-from music_recsys.ui.app import UISettings, create_app, csrf_token
+from music_recsys.ui.app import CSRF_TTL_SECONDS, UISettings, create_app, csrf_token
 from tests.music_recsys.ui.ui_rows import BEST, BEST_MAP, BEST_TEST_MAP, POP_MAP, RUN_A, RUN_B
 
 CHAMPION, RETIRED, CANDIDATE = "20260112T030000-bbbbbb", "20260105T030000-aaaaaa", "20260108T030000-cccccc"
@@ -165,7 +166,7 @@ def test_rollback_through_the_page_changes_the_registry(store, tmp_path):
     client, _ = _client(store, tmp_path, role="admin", name="ada")
     confirm = client.get(f"/recsys/models/{RETIRED}/promote")
     assert confirm.status_code == 200 and "Roll back to model" in _text(confirm.text)
-    token = re.search(r'name="csrf_token" value="([0-9a-f]+)"', confirm.text).group(1)
+    token = re.search(r'name="csrf_token" value="([0-9]+\.[0-9a-f]+)"', confirm.text).group(1)
     done = client.post(f"/recsys/models/{RETIRED}/promote", data={"csrf_token": token, "note": "incident 42"})
     assert done.status_code == 303 and done.headers["location"] == f"/recsys/?done={RETIRED}"
     champion = registry.champion(store)
@@ -188,8 +189,15 @@ def test_state_changes_cannot_be_forged_cross_site(store, tmp_path):
 
     someone_else = csrf_token(SECRET.encode(), SimpleAuthManagerUser(username="mallory", role="admin"))
     assert client.post(url, data={"csrf_token": someone_else}).status_code == 403
-    good = csrf_token(SECRET.encode(), SimpleAuthManagerUser(username="ada", role="admin"))
+    ada = SimpleAuthManagerUser(username="ada", role="admin")
+    good = csrf_token(SECRET.encode(), ada)
     assert client.post(url, data={"csrf_token": good}, headers={"origin": "https://evil.example"}).status_code == 403
+    # A token expires: one issued longer ago than CSRF_TTL_SECONDS is refused, as is a forged date on a
+    # token issued now (the date is inside the HMAC).
+    stale = csrf_token(SECRET.encode(), ada, issued=int(time.time()) - CSRF_TTL_SECONDS - 5)
+    assert client.post(url, data={"csrf_token": stale}).status_code == 403
+    forged = f"{int(time.time())}.{stale.split('.')[1]}"
+    assert client.post(url, data={"csrf_token": forged}).status_code == 403
     assert client.post(url, content=b"csrf_token=" + b"a" * 5000,
                        headers={"content-type": "application/x-www-form-urlencoded"}).status_code == 413  # fmt: skip
     assert client.post(url, json={"csrf_token": good}).status_code == 415
@@ -197,3 +205,23 @@ def test_state_changes_cannot_be_forged_cross_site(store, tmp_path):
     # An API client with the JWT in its Authorization header needs no form token (a form cannot set it).
     done = client.post(url, data={}, headers={"authorization": "Bearer header-jwt"})
     assert done.status_code == 303 and registry.champion(store)["model_version"] == RETIRED
+
+
+@pytest.mark.postgres
+def test_the_pages_and_a_rollback_work_as_a_role_that_cannot_change_the_schema(postgres_url, tmp_path):
+    """The UI plugin runs as recsys_ui (SELECT, and UPDATE on models): every page renders, a rollback goes
+    through, and it never needed DDL rights."""
+    from music_recsys.store.results import ResultsStore
+    from tests.music_recsys.ui.ui_rows import build_store
+    from tests.stores import reader_url
+
+    build_store(postgres_url, tmp_path).close()
+    ui_role = reader_url(postgres_url, "recsys_ui_t", promotes=True)
+    with ResultsStore(ui_role) as store:
+        client, _ = _client(store, tmp_path)
+        assert client.get("/recsys/").status_code == 200
+        assert client.get(f"/recsys/dags/music_recsys/runs/{RUN_A}").status_code == 200
+        confirm = client.get(f"/recsys/models/{RETIRED}/promote")
+        token = re.search(r'name="csrf_token" value="([0-9]+\.[0-9a-f]+)"', confirm.text).group(1)
+        done = client.post(f"/recsys/models/{RETIRED}/promote", data={"csrf_token": token})
+        assert done.status_code == 303 and registry.champion(store)["model_version"] == RETIRED

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from music_recsys.pipeline.paths import safe_run_id
+from music_recsys.store.layout import safe_run_id
 from music_recsys.store.results import ResultsStore, models
+from tests.stores import migrated
 
 RUN_A = "manual__2026-01-12T03:00:00+00:00"  # the champion's run, with a report folder
 RUN_B = "scheduled__2026-01-19T03:00:00+00:00"  # a later run whose model was rejected
@@ -79,7 +80,7 @@ def _model(version: str, run_id: str, status: str, test_map: float, day: int, pa
         "created_at": datetime(2026, 1, day, 4, tzinfo=UTC), "reason": f"fixture {status}",
         "validation_map": test_map + 0.004, "test_map": test_map, "popularity_test_map": POP_MAP,
         "logical_date": datetime(2026, 1, day, 3, tzinfo=UTC), "data_fingerprint": "f" * 64, "promoted_at": None,
-        "retired_at": None, **over,
+        "retired_at": None, "k": 20, **over,
     }  # fmt: skip
 
 
@@ -89,6 +90,7 @@ def write_card(folder: Path, version: str, run_id: str) -> None:
         "version": version,
         "run_id": run_id,
         "trial_id": BEST,
+        "k": 20,
         "params": {"rank": 10, "reg_param": 0.1, "alpha": 5.0, "transform": "log1p"},
         "metrics": {
             "validation": {"map": BEST_MAP, "precision_at_k": 0.0617, "ndcg_at_k": 0.2468, "mpr": 0.2},
@@ -117,7 +119,7 @@ def write_card(folder: Path, version: str, run_id: str) -> None:
 def build_store(url: str, data_root: Path, n_extra_models: int = 0) -> ResultsStore:
     """The fixture rows in the store at ``url``; model bundles and run A's report folder under
     ``data_root``. ``n_extra_models`` adds that many older retired models (for load measurements)."""
-    store = ResultsStore(url)
+    store = ResultsStore(migrated(url))
     trials = [
         _trial(RUN_A, BEST, "validation", BEST_MAP),
         _trial(RUN_A, "r4_reg0.1_a1_none", "validation", 0.0999),
@@ -146,7 +148,7 @@ def build_store(url: str, data_root: Path, n_extra_models: int = 0) -> ResultsSt
         _trial(RUN_B, BEST, "test", 0.0501),
         _trial(RUN_B, "popularity", "test", POP_MAP),
     ]
-    store.upsert_als_trials(trials)
+    store.upsert("als_trials", trials)
     store.upsert(
         "als_segments",
         [
@@ -159,14 +161,15 @@ def build_store(url: str, data_root: Path, n_extra_models: int = 0) -> ResultsSt
             )
         ],
     )  # fmt: skip
-    store.upsert_ann_trials(
+    store.upsert(
+        "ann_trials",
         [
             _ann(RUN_A, "exact", 0, 0, 1.0, 2345.0),
             _ann(RUN_A, "exact_batched", 0, 0, 1.0, 23456.0),
             _ann(RUN_A, "angular_ip", 4, 400, 0.953, 8765.0, is_operating_point=True),
             _ann(RUN_A, "angular_ip", 4, 100, 0.712, 15000.0),
             _ann(RUN_A, "dot", 4, 400, 0.612, 7000.0),  # dominated: slower and worse than angular_ip 4/400
-        ]
+        ],
     )
     store.upsert(
         "data_profiles",
