@@ -42,6 +42,7 @@ test-fast: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 data: setup
 	$(BIN)/music-recsys generate --out $(RECSYS_DATA_ROOT)/msd_like

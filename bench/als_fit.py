@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 from bench.results import append_section  # noqa: E402
 from music_recsys import constants as C  # noqa: E402
 from music_recsys.data.generate import GeneratorConfig, generate  # noqa: E402
-from music_recsys.evaluation.metrics import mean_metrics  # noqa: E402
+from music_recsys.evaluation.metrics import ranking_metrics  # noqa: E402
 from music_recsys.evaluation.topk import top_k  # noqa: E402
 from music_recsys.model.als import build_als  # noqa: E402
 
@@ -47,8 +47,11 @@ def validation_map(user_factors, item_factors, tu, ti, vu, vi, k):
     order = np.argsort(tu, kind="stable")
     bounds = np.searchsorted(tu[order], np.arange(user_factors.shape[0] + 1))
     seen = [ti[order[bounds[u] : bounds[u + 1]]] for u in users]
-    relevant = [vi[vu == u] for u in users]
-    return mean_metrics(top_k(user_factors[users], item_factors, k, exclude=seen), relevant, k)["map"]
+    relevant = [np.unique(vi[vu == u]) for u in users]
+    tops = top_k(user_factors[users], item_factors, k, exclude=seen)
+    return float(
+        np.mean([ranking_metrics(p, r, np.ones(len(r)), k)["map"] for p, r in zip(tops, relevant, strict=True)])
+    )
 
 
 def spark_fit(tu, ti, counts, n_users, n_items, rank, reg, alpha, iters, threads, seed, blocks):

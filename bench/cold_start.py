@@ -59,8 +59,8 @@ def submit(application: str, args: list[str], conf: dict[str, str]) -> float:
 def prepare_index(work: Path) -> str:
     """The demo data's indexed train, made once in a local session with the jobs' own code."""
     from jobs import index_ids, ingest
-    from music_recsys.pipeline.config import data_root
     from music_recsys.pipeline.spark import get_spark
+    from music_recsys.settings import data_root
 
     spark = get_spark("bench.cold_start.prepare")
     root = data_root()

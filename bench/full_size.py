@@ -186,8 +186,7 @@ def dag_conf(folder: str, args: argparse.Namespace) -> dict:
 
 def run_stages(conf: dict, interval: float) -> dict:
     """The DAG once, sampled; per task: wall seconds, peak RSS of this process and of the Spark children."""
-    from music_recsys.pipeline.config import run_dir
-    from music_recsys.store.layout import RunLayout, read_json
+    from music_recsys.run_folders import RunLayout, read_json, run_dir
 
     sampler = RssSampler(interval)
     sampler.start()

@@ -130,8 +130,7 @@ def task_stats(task_instances: list[dict], run_seconds: float) -> dict:
 
 def best_point(run_id: str) -> str:
     """Best grid point and its validation MAP, from the run's evaluation result (all variants must agree)."""
-    from music_recsys.pipeline.config import run_dir
-    from music_recsys.store.layout import read_json
+    from music_recsys.run_folders import read_json, run_dir
 
     evaluation = read_json(run_dir(run_id) / "results" / "evaluate.json")
     best = evaluation["best_trial_id"]

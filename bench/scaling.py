@@ -69,8 +69,7 @@ def main(sizes: list[int], write: bool) -> None:
     env = demo_env()
     os.environ.update(env)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, env=env, stdout=subprocess.DEVNULL)
-    from music_recsys.pipeline.config import run_dir
-    from music_recsys.store.layout import RunLayout, read_json
+    from music_recsys.run_folders import RunLayout, read_json, run_dir
     from music_recsys.store.retention import bulky_paths, folder_bytes
 
     root = Path(env["RECSYS_DATA_ROOT"])

@@ -57,7 +57,7 @@ def stage_args(stage: str, run: Path, scratch: Path) -> list[str]:
     """The stage's arguments from the run's plan, its outputs moved under ``scratch``."""
     plan = json.loads((run / "plan.json").read_text())
     if stage == "batch":
-        from music_recsys.store.recommendations import batch_job
+        from music_recsys.pipeline.batch import batch_job
 
         publication = json.loads((run / "results" / "publish.json").read_text())
         args = batch_job(plan, publication)["application_args"]

@@ -128,8 +128,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(args: argparse.Namespace) -> int:
-    rows = measure(module_at(BEFORE), args)
+def main(args: argparse.Namespace, before=None) -> int:
+    """Time ``before`` (default: the kernel at commit ``BEFORE``, read from git) against today's kernel."""
+    rows = measure(before or module_at(BEFORE), args)
     text = report(rows, args)
     print(text)
     if args.write:

@@ -222,7 +222,7 @@ def music_recsys():
         """Arguments of the batch job for the published bundle; skipped when batch_k is 0 or nothing was published."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from music_recsys.store.recommendations import batch_job
+        from music_recsys.pipeline.batch import batch_job
 
         batch = batch_job(plan, publication)
         if batch["skip"]:
@@ -235,7 +235,7 @@ def music_recsys():
         user_recommendations in one transaction (COPY on PostgreSQL); skipped otherwise."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from music_recsys.store.recommendations import store_for_run
+        from music_recsys.pipeline.batch import store_for_run
 
         stored = store_for_run(plan, batch)
         if stored["skip"]:

@@ -36,7 +36,7 @@ def run_dag(conf: dict[str, Any], logical_date: datetime | None = None):
 
 def run_summary(run_id: str) -> dict[str, Any]:
     """The report task's ``summary.json`` of a run."""
-    from music_recsys.pipeline.config import run_dir
+    from music_recsys.run_folders import run_dir
 
     return json.loads((run_dir(run_id) / "report" / "summary.json").read_text())
 

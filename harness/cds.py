@@ -26,10 +26,11 @@ JOBS_DIR = settings.jobs_dir(beside=__file__)
 def training_run() -> None:
     """Inside spark-submit: every job once on a tiny data set under ``RECSYS_DATA_ROOT``."""
     from music_recsys.data import generate
-    from music_recsys.pipeline.config import RunConfig, data_root
+    from music_recsys.pipeline.config import RunConfig
     from music_recsys.pipeline.job import load_job
     from music_recsys.pipeline.plan import write_plan
     from music_recsys.pipeline.spark import get_spark
+    from music_recsys.settings import data_root
 
     generate.main(out=str(data_root() / "cds"), users=300, items=120, holdout_users=40)
     paths = {f"{split}_path": f"cds/{split}.parquet" for split in ("train", "validation", "test")}

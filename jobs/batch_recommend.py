@@ -25,12 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from music_recsys.evaluation import batch
 from music_recsys.pipeline import job
 from music_recsys.pipeline.job import InputError
+from music_recsys.run_folders import replace_folder, write_json
 from music_recsys.store import recommendations as recs
 from music_recsys.store.bundle import BundleError, load_arrays, verify_bundle
-from music_recsys.store.layout import replace_folder, write_json
 
 # Users per Spark partition (one parquet file each) past the cores' worth: bounds a task's output.
 USERS_PER_PARTITION = 200_000
@@ -64,12 +63,12 @@ def run(spark, bundle: str, k: int, result: str, partitions: int = 0) -> dict:
     # range() with explicit slices gives each partition a contiguous block of user indices, without a
     # shuffle; the written files then hold users in index order.
     users = spark.range(0, n_users, 1, partitions)
-    rows = users.mapInPandas(functools.partial(batch.recommend_batches, bundle=str(folder), k=k), schema)
+    rows = users.mapInPandas(functools.partial(recs.recommend_batches, bundle=str(folder), k=k), schema)
     target = recs.recommendations_dir(folder)
     staging = folder / f".{recs.RECOMMENDATIONS_DIR}.{uuid.uuid4().hex[:8]}"
     try:
         rows.write.mode("error").parquet(str(staging))
-        lengths = batch.expected_lengths(folder, k)
+        lengths = recs.expected_lengths(folder, k)
         written = recs.parquet_rows(staging)
         if written != int(lengths.sum()):
             raise RuntimeError(f"{staging}: {written} rows written, {int(lengths.sum())} expected ({n_users} users)")

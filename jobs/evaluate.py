@@ -35,7 +35,7 @@ from music_recsys.evaluation.selection import (
     unscored_row,
 )
 from music_recsys.pipeline import job
-from music_recsys.store.layout import RunLayout, read_json, save_npy, write_json
+from music_recsys.run_folders import RunLayout, read_json, save_npy, write_json
 
 
 def score_split(

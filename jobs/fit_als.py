@@ -18,19 +18,12 @@ import numpy as np
 
 from music_recsys.data.fingerprint import data_fingerprint, digest
 from music_recsys.model.als import apply_transform, build_als
+from music_recsys.model.factors import dense_factors
 from music_recsys.pipeline import job
 from music_recsys.pipeline.config import TrialSpec
 from music_recsys.pipeline.job import InputError
 from music_recsys.pipeline.spark import default_parallelism, set_checkpoint_dir
-from music_recsys.store.layout import RunLayout, read_json, save_npy, write_json
-
-
-def factors_matrix(rows: list, n: int, rank: int) -> np.ndarray:
-    """Dense (n, rank) matrix from (id, features) rows; ids without factors stay zero."""
-    matrix = np.zeros((n, rank), dtype=np.float32)
-    for row in rows:
-        matrix[row["id"]] = row["features"]
-    return matrix
+from music_recsys.run_folders import RunLayout, read_json, save_npy, write_json
 
 
 def trial_params(spec: TrialSpec, drop_threshold: int, max_iter: int, seed: int, nonnegative: bool) -> dict:
@@ -77,7 +70,9 @@ def fit_trial(
         model.userFactors.write.mode("overwrite").parquet(str(out_dir / "user_factors"))
         model.itemFactors.write.mode("overwrite").parquet(str(out_dir / "item_factors"))
         n_users, n_items = shape
-        save_npy(out_dir / "item_factors.npy", factors_matrix(item_rows, n_items, spec.rank))
+        ids = np.fromiter((row["id"] for row in item_rows), dtype=np.int64, count=len(item_rows))
+        features = np.array([row["features"] for row in item_rows], dtype=np.float32).reshape(-1, spec.rank)
+        save_npy(out_dir / "item_factors.npy", dense_factors(ids, features, n_items, spec.rank))
         report = {
             **params,
             "status": "success",

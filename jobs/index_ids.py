@@ -12,7 +12,7 @@ from pathlib import Path
 
 from music_recsys import constants as C
 from music_recsys.pipeline import job
-from music_recsys.store.layout import write_json
+from music_recsys.run_folders import write_json
 
 
 def run(spark, ingest_dir: str, out_dir: str, result: str) -> dict:

@@ -16,7 +16,7 @@ from music_recsys.data.drift import hashed_ids, profile
 from music_recsys.data.readers import clean
 from music_recsys.pipeline import job
 from music_recsys.pipeline.job import InputError
-from music_recsys.store.layout import write_json
+from music_recsys.run_folders import write_json
 
 
 def run(

@@ -72,7 +72,8 @@ def _db(args: argparse.Namespace) -> int:
     import sqlalchemy as sa
 
     from music_recsys.store import schema
-    from music_recsys.store.results import connect_engine, results_url
+    from music_recsys.store.engine import connect_engine
+    from music_recsys.store.results import results_url
 
     url = args.results_url or results_url()
     where = sa.engine.make_url(url).render_as_string(hide_password=True)
@@ -122,21 +123,26 @@ def _models(args: argparse.Namespace) -> int:
     except SchemaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    try:
+    with store:
         if args.action == "promote":
             if not args.version:
                 print("models promote: name the VERSION to make champion", file=sys.stderr)
                 return 2
+            before = registry.get(store, args.version)
             try:
                 row = registry.promote_manually(store, args.version, args.reason)
             except LookupError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
             print(f"{row['model_version']} is champion ({row['reason']})")
+            if before and before["status"] == registry.AWAITING:
+                print(
+                    f"note: run {before['run_id']} still asks for this model's approval in Airflow's Required "
+                    "Actions; the answer (or its timeout) now changes nothing, and the run's approve_model task "
+                    "ends without an error"
+                )
             return 0
         rows = registry.all_models(store)
-    finally:
-        store.close()
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0

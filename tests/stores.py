@@ -50,3 +50,14 @@ def register(store: ResultsStore, row: dict, promote: bool = True):
 
     decision, _, _ = registry.publish_against(store, row, registry.Policy(promote, 1.0, 0.05), compare)
     return decision
+
+
+def stored_rows(store: ResultsStore, version: str) -> list[dict]:
+    """A version's rows of ``user_recommendations``, by user and rank."""
+    import sqlalchemy as sa
+
+    from music_recsys.store.results import user_recommendations as t
+
+    query = sa.select(t.c.user_id, t.c.rank, t.c.track_id, t.c.score).where(t.c.model_version == version)
+    query = query.order_by(t.c.user_id, t.c.rank)
+    return store.transaction(lambda conn: [dict(r._mapping) for r in conn.execute(query)])

@@ -23,14 +23,6 @@ VOLUME_FIGURES = ("rows", "users", "tracks", "plays")
 PROFILE_FIGURES = (*VOLUME_FIGURES, "median_count", "p99_count", "share_count_1")
 
 
-def bucket_labels() -> list[str]:
-    labels, low = [], 1
-    for high in COUNT_BUCKETS:
-        labels.append(str(high) if high == low else f"{low}-{high}")
-        low = high + 1
-    return [*labels, f">{COUNT_BUCKETS[-1]}"]
-
-
 def profile(df: DataFrame) -> dict[str, Any]:
     """Rows, users, tracks, plays, median and p99 count, share of count 1, the count histogram and a content
     checksum of one split, in one aggregation (exact percentiles: play counts have few distinct values).

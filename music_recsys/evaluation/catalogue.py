@@ -8,7 +8,7 @@ params import it at parse time. The metrics are computed in ``music_recsys.evalu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ METRICS: tuple[Metric, ...] = (
 )
 METRIC_BY_NAME = {m.name: m for m in METRICS}
 ALL_METRIC_NAMES = tuple(m.name for m in METRICS)
-# Spark RankingMetrics' five, in Spark's terms: what ``user_metrics`` returns.
+# Spark RankingMetrics' five, in Spark's terms (what the reference implementation in the tests returns).
 METRIC_NAMES = tuple(m.name for m in METRICS if m.spark)
 SEGMENT_METRIC_NAMES = tuple(m.name for m in METRICS if m.per_segment)
 ACCURACY_METRIC_NAMES = tuple(m.name for m in METRICS if m.accuracy)
@@ -167,3 +167,13 @@ def selection_choices_text() -> str:
         if names:
             groups.append(f"{', '.join(names)} ({direction} is better)")
     return " or ".join(groups)
+
+
+def format_value(value: Any, digits: int = 4) -> str:
+    """A figure as the report, the approval form and the UI show it: a float to ``digits`` places, "—"
+    for a missing one, anything else as it is."""
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)

@@ -17,7 +17,7 @@ import numpy as np
 from music_recsys import constants as C
 from music_recsys.evaluation.catalogue import ALL_METRIC_NAMES, METRIC_NAMES, SELECTION_METRICS, lower_is_better
 from music_recsys.evaluation.scoring import COVERAGE_SEGMENT, USER_SUMS
-from music_recsys.store.layout import read_json
+from music_recsys.run_folders import read_json
 
 SEGMENT_NAMES = ("light", "medium", "heavy")
 # Metrics that are a mean over users of a per-user value (the rest are ratios of sums or catalogue-wide).

@@ -19,12 +19,10 @@ from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 
+from music_recsys.evaluation.catalogue import format_value
+
 log = logging.getLogger(__name__)
 CARD_METRICS = (("map", "MAP"), ("precision_at_k", "precision@{k}"), ("ndcg_at_k", "NDCG@{k}"), ("mpr", "MPR"))
-
-
-def _num(value: Any, digits: int = 4) -> str:
-    return "—" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
 def approval_body(publication: dict[str, Any], champion: dict[str, Any] | None, data_check: dict | None) -> str:
@@ -66,18 +64,19 @@ def approval_body(publication: dict[str, Any], champion: dict[str, Any] | None, 
     for split in ("validation", "test"):
         for metric, label in CARD_METRICS:
             value = other(split, metric)
-            shown = "—" if champion is None else ("not re-scored" if metric == "mpr" and rescored else _num(value))
-            lines.append(f"| {split} {label.format(k=k)} | {_num(ours('metrics', split, metric))} | {shown} |")
-        lines.append(f"| {split} popularity MAP (top {k}) | {_num(ours('popularity', split, 'map'))} | |")
+            shown = (
+                "—" if champion is None else ("not re-scored" if metric == "mpr" and rescored else format_value(value))
+            )
+            lines.append(f"| {split} {label.format(k=k)} | {format_value(ours('metrics', split, metric))} | {shown} |")
+        lines.append(f"| {split} popularity MAP (top {k}) | {format_value(ours('popularity', split, 'map'))} | |")
     lift_ours = lift(ours("metrics", "test", "map"), ours("popularity", "test", "map"))
     lift_theirs = lift(other("test", "map"), ours("popularity", "test", "map")) if rescored else None
 
     def params(card: dict) -> str:
         return ", ".join(f"{key} {value}" for key, value in (card.get("params") or {}).items()) or "—"
 
-    lines.append(
-        f"| test lift over popularity | {_num(lift_ours, 2)}x | {_num(lift_theirs, 2) + 'x' if lift_theirs else '—'} |"
-    )
+    theirs_lift = f"{format_value(lift_theirs, 2)}x" if lift_theirs else "—"
+    lines.append(f"| test lift over popularity | {format_value(lift_ours, 2)}x | {theirs_lift} |")
     lines.append(f"| params | {params(mine)} | {params(theirs) if champion else '—'} |")
     lines.append(
         f"| logical date | {mine.get('logical_date', '—')} | {theirs.get('logical_date', '—') if champion else '—'} |"
@@ -89,7 +88,8 @@ def approval_body(publication: dict[str, Any], champion: dict[str, Any] | None, 
         trees = serving.get("n_trees")
         lines.append(
             f"| serving | Annoy {serving.get('metric')}, {trees} tree{'s' if trees != 1 else ''}, recall@"
-            f"{serving.get('k')} {_num(serving.get('recall'), 3)} at {_num(serving.get('qps'), 0)} q/s | |"
+            f"{serving.get('k')} {format_value(serving.get('recall'), 3)} at "
+            f"{format_value(serving.get('qps'), 0)} q/s | |"
         )
     verdict = (data_check or {}).get("verdict", "not recorded")
     message = ((data_check or {}).get("message") or "").split("\n")[0].removeprefix("data check: ")
@@ -104,8 +104,8 @@ def publish(
     passes the gate waits in status ``awaiting_approval`` and the outcome carries the approval form's body."""
     from music_recsys.pipeline import publish as publishing
     from music_recsys.pipeline.tasks import open_store
+    from music_recsys.run_folders import RunLayout, write_json
     from music_recsys.store import registry
-    from music_recsys.store.layout import RunLayout, write_json
 
     outcome = publishing.publish(plan, evaluation, search, data_check)
     if outcome["status"] != registry.AWAITING:

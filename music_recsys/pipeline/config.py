@@ -7,8 +7,11 @@ from them (``music-recsys params``), so the trigger form, the validation and the
 
 Every path a user can pass must resolve inside ``RECSYS_DATA_ROOT`` or one of the colon-separated
 roots in ``RECSYS_INPUT_ROOTS`` (``music_recsys.pipeline.paths``); the DAG validates here before any
-Spark job starts. The field helpers and the schema check live in ``music_recsys.pipeline.params``; the
-names below stay importable from this module.
+Spark job starts. The field helpers and the schema check live in ``music_recsys.pipeline.params``.
+
+``RunConfig`` is the one owner of a run's configuration: ``prepare`` validates it and saves it in the run
+folder, and every later task reads it back with ``RunConfig.load(run_dir)``; lower layers are handed the
+values they need (the registry's ``Policy``, a job's arguments), never this module.
 """
 
 from __future__ import annotations
@@ -18,41 +21,17 @@ import difflib
 import itertools
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from music_recsys import constants as C
 from music_recsys.evaluation.catalogue import SELECTION_METRICS, selection_choices_text
-from music_recsys.pipeline.params import (
-    PATH_PARAMS,
-    SECTIONS,
-    ParamError,
-    ParamSpec,
-    canonical,
-    check_param,
-    describe_schema,
-)
+from music_recsys.pipeline.params import ParamError, ParamSpec, canonical, check_param, describe_schema
 from music_recsys.pipeline.params import grid as _grid
 from music_recsys.pipeline.params import param as _param
 from music_recsys.pipeline.params import path_param as _path
-from music_recsys.pipeline.paths import data_root, input_roots, resolve_input_path, run_dir, safe_run_id
-
-__all__ = [
-    "MAX_MAPPED_TASKS",
-    "PATH_PARAMS",
-    "SECTIONS",
-    "ParamError",
-    "ParamSpec",
-    "RunConfig",
-    "TrialSpec",
-    "check_param",
-    "data_root",
-    "describe_schema",
-    "input_roots",
-    "params_markdown",
-    "resolve_input_path",
-    "run_dir",
-    "safe_run_id",
-]
+from music_recsys.pipeline.paths import resolve_input_path
+from music_recsys.run_folders import RunLayout, read_json, write_json
 
 # Airflow's max_map_length: a run maps at most this many fit tasks, and so a task fits at most this many.
 MAX_MAPPED_TASKS = 1024
@@ -362,6 +341,15 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def save(self, run_dir: str | Path) -> Path:
+        """Write the validated configuration into the run folder (``config.json``)."""
+        return write_json(RunLayout(run_dir).config, self.to_dict())
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> RunConfig:
+        """The configuration ``prepare`` validated and saved for the run in ``run_dir``."""
+        return cls(**read_json(RunLayout(run_dir).config))
 
 
 def params_markdown() -> str:

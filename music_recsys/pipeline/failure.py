@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from music_recsys import settings
-from music_recsys.store.layout import write_json
+from music_recsys.run_folders import write_json
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ TOLERATED_PARTIAL = {"fit"}
 
 
 def _run_dir(run_id: str) -> Path:
-    from music_recsys.pipeline.config import run_dir
+    from music_recsys.run_folders import run_dir
 
     return run_dir(run_id)
 

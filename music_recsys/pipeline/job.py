@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import Any
 
 from music_recsys.errors import InputError
-from music_recsys.store.layout import write_json
+from music_recsys.run_folders import write_json
 
 __all__ = ["InputError", "execute", "failure_result", "load_job", "main"]
 

@@ -13,9 +13,6 @@ from pathlib import Path
 from music_recsys import settings
 from music_recsys.pipeline.params import ParamError
 from music_recsys.settings import data_root
-from music_recsys.store.layout import run_dir, safe_run_id
-
-__all__ = ["data_root", "input_roots", "resolve_input_path", "run_dir", "safe_run_id"]
 
 
 def input_roots() -> list[Path]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from music_recsys.pipeline.config import RunConfig, run_dir
+from music_recsys.pipeline.config import RunConfig
+from music_recsys.run_folders import RunLayout, run_dir, write_json
 from music_recsys.settings import data_root
-from music_recsys.store.layout import RunLayout, write_json
 
 
 def build_plan(config: RunConfig, run_id: str, logical_date: str | None = None) -> dict[str, Any]:
@@ -125,6 +125,6 @@ def write_plan(config: RunConfig, run_id: str, logical_date: str | None = None) 
     plan = build_plan(config, run_id, logical_date)
     layout = RunLayout(plan["run_dir"])
     layout.root.mkdir(parents=True, exist_ok=True)
-    write_json(layout.config, config.to_dict())
+    config.save(layout.root)
     write_json(layout.plan, plan)
     return plan

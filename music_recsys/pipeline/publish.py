@@ -22,7 +22,7 @@ import numpy as np
 
 from music_recsys import constants as C
 from music_recsys import settings
-from music_recsys.store.layout import RunLayout, read_json, write_json
+from music_recsys.run_folders import RunLayout, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -112,12 +112,14 @@ def publish(
     """Write the best point's model bundle, register it and apply the promotion gate against the champion
     re-scored on this run's data."""
     from music_recsys.data.fingerprint import array_digest, digest
-    from music_recsys.pipeline.tasks import open_store, run_config
+    from music_recsys.model.factors import read_dense_factors
+    from music_recsys.pipeline.config import RunConfig
+    from music_recsys.pipeline.tasks import open_store
     from music_recsys.store import registry
-    from music_recsys.store.bundle import dense_factors, model_version, models_dir, played_csr, write_bundle
+    from music_recsys.store.bundle import model_version, models_dir, played_csr, write_bundle
     from music_recsys.store.card import CARD_SETTINGS, data_fingerprint, model_card, result_row
 
-    config = run_config(plan)
+    config = RunConfig.load(plan["run_dir"])
     layout = RunLayout(plan["run_dir"])
     root = Path(plan.get("data_root") or settings.data_root())
     best = evaluation["best_trial_id"]
@@ -129,7 +131,7 @@ def publish(
     indptr, indices = played_csr(layout.index_dir / "train", n_users, n_items)
     popularity = np.load(layout.evaluation_dir / "popularity_factors.npy").ravel()
     arrays = {
-        "user_factors": dense_factors(Path(trial["out_dir"]) / "user_factors", n_users, rank),
+        "user_factors": read_dense_factors(Path(trial["out_dir"]) / "user_factors", n_users, rank),
         "item_factors": np.load(Path(trial["out_dir"]) / "item_factors.npy").astype(np.float32),
         "played_indptr": indptr,
         "played_indices": indices,

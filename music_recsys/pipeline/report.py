@@ -13,17 +13,10 @@ from music_recsys.evaluation.catalogue import (
     METRIC_BY_NAME,
     SEGMENT_METRIC_NAMES,
     SELECTION_METRICS,
+    format_value,
     lower_is_better,
 )
-from music_recsys.store.layout import RunLayout, read_json, write_json
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
+from music_recsys.run_folders import RunLayout, read_json, write_json
 
 
 def _metric_header(names: tuple[str, ...], k: int | None = None) -> str:
@@ -32,7 +25,7 @@ def _metric_header(names: tuple[str, ...], k: int | None = None) -> str:
 
 def _metric_cells(row: dict[str, Any], names: tuple[str, ...]) -> str:
     # Metrics that describe the lists (coverage, popularity) are shares read to 3 places; accuracy to 4.
-    return " | ".join(_fmt(row[name], 4 if METRIC_BY_NAME[name].accuracy else 3) for name in names)
+    return " | ".join(format_value(row[name], 4 if METRIC_BY_NAME[name].accuracy else 3) for name in names)
 
 
 def _by_selection_metric(row: dict[str, Any], metric: str) -> tuple[bool, float]:
@@ -175,11 +168,11 @@ def _data_check_lines(data_check: dict[str, Any] | None) -> list[str]:
     head = "| split | " + " | ".join(PROFILE_FIGURES) + " |"
     lines += [head, "|---" * (len(PROFILE_FIGURES) + 1) + "|"]
     for split, profile in data_check["profiles"].items():
-        lines.append(f"| {split} | " + " | ".join(_fmt(profile[f], 3) for f in PROFILE_FIGURES) + " |")
+        lines.append(f"| {split} | " + " | ".join(format_value(profile[f], 3) for f in PROFILE_FIGURES) + " |")
         if split in before:
             lines.append(
                 f"| {split}, run {data_check['baseline_run_id']} | "
-                + " | ".join(_fmt(before[split][f], 3) for f in PROFILE_FIGURES)
+                + " | ".join(format_value(before[split][f], 3) for f in PROFILE_FIGURES)
                 + " |"
             )
     train = (data_check.get("changes") or {}).get("train") or {}
@@ -216,8 +209,8 @@ def _publication_lines(publication: dict[str, Any] | None) -> list[str]:
         ]
         for split, m in comparison.get("metrics", {}).items():
             lines.append(
-                f"| {split} | {_fmt(m.get('map'))} | {_fmt(m.get('precision_at_k'))} | {_fmt(m.get('ndcg_at_k'))} "
-                f"| {m.get('n_folded_in', 0)} |"
+                f"| {split} | {format_value(m.get('map'))} | {format_value(m.get('precision_at_k'))} "
+                f"| {format_value(m.get('ndcg_at_k'))} | {m.get('n_folded_in', 0)} |"
             )
         lines.append("")
     elif comparison.get("champion"):
@@ -299,9 +292,10 @@ def write_report(
     validation_rows = (r for r in rows if r["split"] == "validation")
     for r in sorted(validation_rows, key=lambda r: _by_selection_metric(r, evaluation["selection_metric"])):
         lines.append(
-            f"| {r['trial_id']} | {_fmt(r['rank'])} | {_fmt(r['reg_param'], 3)} | {_fmt(r['alpha'], 3)} | "
+            f"| {r['trial_id']} | {format_value(r['rank'])} | {format_value(r['reg_param'], 3)} | "
+            f"{format_value(r['alpha'], 3)} | "
             f"{r['transform']} | {r['status']} | {_metric_cells(r, SELECTION_METRICS)} | "
-            f"{_fmt(r['fit_seconds'], 1)} |"
+            f"{format_value(r['fit_seconds'], 1)} |"
         )
     lines += [
         "",
@@ -323,7 +317,7 @@ def write_report(
             )
         else:
             lines.append(
-                f"- k={kk}: {point['message']} (best recall {_fmt(point['best_recall'], 3)}); exact "
+                f"- k={kk}: {point['message']} (best recall {format_value(point['best_recall'], 3)}); exact "
                 f"{point['exact_qps']:.0f} q/s single, {point['exact_batched_qps']:.0f} q/s batched"
             )
     lines.append(

@@ -20,10 +20,10 @@ import numpy as np
 from music_recsys import constants as C
 from music_recsys import settings
 from music_recsys.errors import InputError
-from music_recsys.pipeline.config import PATH_PARAMS, ParamError, RunConfig
-from music_recsys.pipeline.params import fill_date_placeholders
+from music_recsys.pipeline.config import RunConfig
+from music_recsys.pipeline.params import PATH_PARAMS, ParamError, fill_date_placeholders
 from music_recsys.pipeline.plan import write_plan
-from music_recsys.store.layout import RunLayout, read_json, write_json
+from music_recsys.run_folders import RunLayout, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,6 @@ def fail_fast() -> Iterator[None]:
         from airflow.sdk.exceptions import AirflowFailException
 
         raise AirflowFailException(str(exc)) from exc
-
-
-def run_config(plan: dict[str, Any]) -> RunConfig:
-    """The validated configuration ``prepare`` saved for this run."""
-    return RunConfig(**read_json(RunLayout(plan["run_dir"]).config))
 
 
 def prepare(
@@ -103,7 +98,7 @@ def check_data(plan: dict[str, Any], ingest: dict[str, Any], url: str | None = N
     verdict, and with ``on_data_drift: fail`` stops the run on drift (``DataDriftError``)."""
     from music_recsys.data import drift
 
-    config = run_config(plan)
+    config = RunConfig.load(plan["run_dir"])
     current = {split: ingest["splits"][split]["profile"] for split in C.SPLITS}
     with open_store(url) as store:
         baseline_run = store.latest_good_profile_run(before=plan["logical_date"], exclude_run_id=plan["run_id"])
@@ -185,10 +180,11 @@ def _search_queries(
     """The query users' factors (``music_recsys.evaluation.search.query_users``) and each one's train
     tracks, which the API excludes from what it serves them."""
     from music_recsys.evaluation.search import query_users
-    from music_recsys.store.bundle import dense_factors, played_csr
+    from music_recsys.model.factors import read_dense_factors
+    from music_recsys.store.bundle import played_csr
 
     users = _read_parquet_dir(layout.index_dir / "validation", [C.USER_IDX])[C.USER_IDX].to_numpy()
-    factors = dense_factors(Path(trial["out_dir"]) / "user_factors", n_users, trial["rank"])
+    factors = read_dense_factors(Path(trial["out_dir"]) / "user_factors", n_users, trial["rank"])
     chosen = query_users(users, factors, max_queries, seed)
     indptr, indices = played_csr(layout.index_dir / "train", n_users, n_items)
     return factors[chosen], [indices[indptr[u] : indptr[u + 1]] for u in chosen]
@@ -198,7 +194,7 @@ def fast_search(plan: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, A
     """Annoy vs exact search on the best trial's factors; rows saved for ``record``."""
     from music_recsys.evaluation.search import better_metric, frontier, operating_point, search_rows, sweep
 
-    config = run_config(plan)
+    config = RunConfig.load(plan["run_dir"])
     layout = RunLayout(plan["run_dir"])
     best = evaluation.get("best_trial_id")
     if best is None:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from music_recsys import constants as C
-from music_recsys.store.layout import read_json, replace_folder
+from music_recsys.run_folders import read_json, replace_folder
 
 ARRAYS = ("user_factors", "item_factors", "played_indptr", "played_indices", "popularity")
 LABEL_FILES = {"users": "users.parquet", "tracks": "tracks.parquet"}
@@ -44,19 +44,6 @@ def model_version(run_id: str, logical_date: str) -> str:
     """``<logical date>-<run hash>``: sorts by date, stable across retries of the same run."""
     stamp = logical_date[:19].replace("-", "").replace(":", "")
     return f"{stamp}-{hashlib.sha1(run_id.encode()).hexdigest()[:6]}"
-
-
-def dense_factors(parquet_dir: Path, n: int, rank: int) -> np.ndarray:
-    """A Spark factors parquet folder (id, features) as a dense float32 (n, rank) matrix; rows without
-    factors stay zero."""
-    import pyarrow.dataset as ds
-
-    table = ds.dataset(str(parquet_dir), format="parquet").to_table(columns=["id", "features"])
-    matrix = np.zeros((n, rank), dtype=np.float32)
-    if table.num_rows:
-        features = table["features"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        matrix[table["id"].to_numpy()] = features.reshape(-1, rank)
-    return matrix
 
 
 def played_csr(train_dir: Path, n_users: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:

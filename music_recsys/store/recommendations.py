@@ -17,6 +17,7 @@ registry calls champion.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -26,10 +27,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 
-from music_recsys.store.bundle import CARD, verify_bundle
-from music_recsys.store.layout import RunLayout, read_json, write_json
+from music_recsys.evaluation import batch as kernel
+from music_recsys.run_folders import read_json, write_json
+from music_recsys.store.bundle import CARD, load_arrays, verify_bundle
 
 RECOMMENDATIONS_DIR = "recommendations"
 COLUMNS = ("user_id", "rank", "track_id", "score")
@@ -133,55 +136,67 @@ def iter_batches(bundle: str | os.PathLike, batch_rows: int = LOAD_BATCH_ROWS) -
     yield from dataset.to_batches(columns=list(COLUMNS), batch_size=batch_rows)
 
 
+# --- the batch job's Spark workers ---------------------------------------------------------------
+# These live in the package, not in ``jobs/batch_recommend.py``: the workers must import them by name
+# (cloudpickle sends an lru_cache wrapper as a reference, and a spark-submitted script is ``__main__``).
+
+
+@functools.lru_cache(maxsize=2)
+def _bundle(path: str) -> dict:
+    """A worker's view of the bundle, loaded once per Python worker: arrays memory-mapped, ids as Arrow."""
+    import pyarrow.parquet as pq
+
+    arrays = load_arrays(Path(path), mmap=True)
+    labels = {
+        key: pq.read_table(Path(path) / name, columns=["id"])["id"].combine_chunks()
+        for key, name in (("users", "users.parquet"), ("tracks", "tracks.parquet"))
+    }
+    return {
+        **arrays,
+        "item_vectors": np.asarray(arrays["item_factors"], dtype=np.float32),
+        "by_popularity": kernel.popularity_order(arrays["popularity"]),
+        **labels,
+    }
+
+
+def recommend_batches(batches: Iterator, bundle: str, k: int) -> Iterator:
+    """``mapInPandas`` body: batches of user indices (column ``id``) to rows user_id, rank, track_id, score."""
+    import pandas as pd
+    import pyarrow as pa
+
+    b = _bundle(bundle)
+    indptr, indices = b["played_indptr"], b["played_indices"]
+    for frame in batches:
+        users = frame["id"].to_numpy(dtype=np.int64)
+        played = [np.asarray(indices[indptr[u] : indptr[u + 1]], dtype=np.int64) for u in users]
+        vectors = b["user_factors"][users]
+        lists = kernel.recommend_users(vectors, b["item_vectors"], played, b["popularity"], b["by_popularity"], k)
+        lengths = np.fromiter((len(t) for t, _ in lists), dtype=np.int64, count=len(lists))
+        tracks = np.concatenate([t for t, _ in lists]) if len(lists) else np.zeros(0, dtype=np.int64)
+        scores = np.concatenate([s for _, s in lists]) if len(lists) else np.zeros(0, dtype=np.float32)
+        ranks = np.arange(1, lengths.sum() + 1) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        yield pd.DataFrame(
+            {
+                "user_id": b["users"].take(pa.array(np.repeat(users, lengths))).to_pandas(),
+                "rank": ranks.astype(np.int32),
+                "track_id": b["tracks"].take(pa.array(tracks)).to_pandas(),
+                "score": scores.astype(np.float32),
+            }
+        )
+
+
+def expected_lengths(bundle: Path, k: int) -> np.ndarray:
+    """Each user's list length: k, or every track they have not played when fewer are left."""
+    arrays = load_arrays(bundle, mmap=True)
+    n_items = len(arrays["popularity"])
+    return np.minimum(k, n_items - np.diff(arrays["played_indptr"]))
+
+
 def read_table(bundle: str | os.PathLike):
     """All of a bundle's verified recommendations as one Arrow table (tests, small models)."""
     import pyarrow as pa
 
     return pa.Table.from_batches(list(iter_batches(bundle)), schema=arrow_schema())
-
-
-# --- the DAG's tasks -------------------------------------------------------------------------------
-
-
-def batch_job(plan: dict[str, Any], publication: dict[str, Any] | None) -> dict[str, Any]:
-    """Arguments of the batch job for this run's published bundle, or ``{"skip": reason}``."""
-    from music_recsys.pipeline.tasks import run_config
-
-    config = run_config(plan)
-    if config.batch_k == 0:
-        return {"skip": "batch_k is 0: batch recommendations are off for this run"}
-    if not publication or not publication.get("path"):
-        return {"skip": "nothing was published by this run"}
-    bundle = Path(publication["path"])
-    if not (bundle / CARD).exists():
-        raise RecommendationsError(
-            f"model {publication.get('version')}: the published bundle {bundle} is gone (retention, or removed by "
-            "hand); rerun publish to write it again"
-        )
-    result = str(RunLayout(plan["run_dir"]).stage_result("batch_recommendations"))
-    return {
-        "skip": None,
-        "version": publication["version"],
-        "bundle": str(bundle),
-        "result_path": result,
-        "application_args": ["--bundle", str(bundle), "--k", str(config.batch_k), "--result", result],
-    }
-
-
-def store_for_run(plan: dict[str, Any], batch: dict[str, Any], url: str | None = None) -> dict[str, Any]:
-    """With ``batch_to_store``: load the run's batch recommendations into the results store; else
-    ``{"skip": reason}``."""
-    from music_recsys.pipeline.tasks import run_config
-    from music_recsys.store.results import ResultsStore, results_url
-
-    if not run_config(plan).batch_to_store:
-        return {"skip": "batch_to_store is false: the recommendations stay in the bundle only"}
-    store = ResultsStore(url or results_url())
-    try:
-        rows = load(store, batch["bundle"])
-    finally:
-        store.close()
-    return {"skip": None, "version": batch["version"], "table": TABLE, "rows": rows}
 
 
 # --- the results store -----------------------------------------------------------------------------
@@ -254,15 +269,6 @@ def _insert(conn: sa.Connection, table: sa.Table, version: str, batch) -> int:
     if rows:
         conn.execute(sa.insert(table), rows)
     return len(rows)
-
-
-def stored_rows(store, version: str) -> list[dict[str, Any]]:
-    """A version's rows of ``user_recommendations``, by user and rank."""
-    from music_recsys.store.results import user_recommendations as t
-
-    query = sa.select(t.c.user_id, t.c.rank, t.c.track_id, t.c.score).where(t.c.model_version == version)
-    query = query.order_by(t.c.user_id, t.c.rank)
-    return store.transaction(lambda conn: [dict(r._mapping) for r in conn.execute(query)])
 
 
 # --- export ----------------------------------------------------------------------------------------
@@ -362,9 +368,6 @@ def export_version(version: str, out: str | os.PathLike, url: str | None = None)
     from music_recsys.store.results import ResultsStore, results_url
 
     export_format(out)  # a wrong file name fails before the store is asked
-    store = ResultsStore(url or results_url())
-    try:
+    with ResultsStore(url or results_url()) as store:
         bundle = locate_bundle(version, store)
-    finally:
-        store.close()
     return export(bundle, out)

@@ -26,10 +26,9 @@ import sqlalchemy as sa
 from music_recsys import constants as C
 from music_recsys import settings
 from music_recsys.evaluation.catalogue import METRICS, Metric
+from music_recsys.store.engine import connect_engine
 
 metadata = sa.MetaData()
-# How long a SQLite writer waits for another's lock before "database is locked".
-SQLITE_BUSY_SECONDS = 60
 VERDICT_COMMENT = "first_run, pass, incomplete (a check could not run) or drift (the run's verdict, on every split)"
 # pg_advisory_xact_lock key of the registry's state changes (ResultsStore.locked).
 REGISTRY_LOCK_KEY = 7_310_227_002
@@ -203,31 +202,6 @@ def to_sqlalchemy_url(uri: str) -> str:
         if uri.startswith(prefix):
             return "postgresql+psycopg2://" + uri[len(prefix) :]
     return uri
-
-
-def connect_engine(url: str) -> sa.Engine:
-    """An engine whose transactions are real on both stores.
-
-    pysqlite starts no transaction on a SELECT and commits on its own before DDL, so a read-then-write
-    would not be serialised: here the driver's own transaction handling is off and every transaction
-    begins with ``BEGIN``, or ``BEGIN IMMEDIATE`` (the write lock taken at once) on a connection with the
-    execution option ``sqlite_begin="IMMEDIATE"`` (``ResultsStore.locked``, ``schema.upgrade``).
-    """
-    if url.startswith("sqlite"):
-        # A writer waits for another's lock instead of failing at once ("database is locked").
-        engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
-
-        @sa.event.listens_for(engine, "connect")
-        def _no_driver_transactions(dbapi_connection, _record) -> None:
-            dbapi_connection.isolation_level = None
-
-        @sa.event.listens_for(engine, "begin")
-        def _begin(connection: sa.Connection) -> None:
-            mode = connection.get_execution_options().get("sqlite_begin")
-            connection.exec_driver_sql(f"BEGIN {mode}" if mode else "BEGIN")
-
-        return engine
-    return sa.create_engine(url, pool_pre_ping=True)
 
 
 def _dialect_insert(engine: sa.Engine):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from music_recsys import settings
-from music_recsys.store.layout import RunLayout, read_json, safe_run_id, write_json
+from music_recsys.run_folders import RunLayout, read_json, safe_run_id, write_json
 
 STALE_SECONDS = 24 * 3600
 PRUNED_MARKER = "pruned.json"

@@ -55,7 +55,7 @@ def upgrade(url: str, revision: str = "head") -> dict[str, str | None]:
     """Migrate the store at ``url`` to ``revision``; returns the revisions before and after. Idempotent."""
     from alembic import command
 
-    from music_recsys.store.results import connect_engine
+    from music_recsys.store.engine import connect_engine
 
     engine = connect_engine(url)
     try:

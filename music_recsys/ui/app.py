@@ -162,7 +162,7 @@ def create_app(settings: UISettings | None = None) -> FastAPI:
     def runs_root() -> Path:
         if settings.runs_root is not None:
             return settings.runs_root
-        from music_recsys.pipeline.paths import data_root
+        from music_recsys.settings import data_root
 
         return data_root() / "runs"
 

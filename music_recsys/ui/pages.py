@@ -126,7 +126,7 @@ def run_known(store: ResultsStore, run_id: str) -> bool:
 
 def report_dir(runs_root: Path, run_id: str) -> Path:
     """``<runs root>/<path-safe run id>/report``, refused if it would resolve outside the runs root."""
-    from music_recsys.pipeline.paths import safe_run_id
+    from music_recsys.run_folders import safe_run_id
 
     root = runs_root.resolve()
     folder = (root / safe_run_id(run_id) / "report").resolve()

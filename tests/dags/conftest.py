@@ -114,6 +114,6 @@ def _published(dagrun) -> str | None:
 def _a_validation_user(run_id: str) -> str:
     import pyarrow.parquet as pq
 
-    from music_recsys.pipeline.config import run_dir
+    from music_recsys.run_folders import run_dir
 
     return pq.read_table(run_dir(run_id) / "ingest" / "validation", columns=["user_id"])["user_id"][0].as_py()

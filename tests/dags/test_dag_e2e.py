@@ -17,12 +17,13 @@ import pytest
 from harness.airflow import run_summary
 from harness.services import wait_until
 from music_recsys import constants as C
-from music_recsys.pipeline.config import run_dir
+from music_recsys.pipeline.batch import store_for_run
 from music_recsys.pipeline.tasks import record
+from music_recsys.run_folders import read_json, run_dir
 from music_recsys.store import registry
-from music_recsys.store.layout import read_json
 from music_recsys.store.results import ResultsStore
 from tests.dags.dagruns import VICTIM, task_instances
+from tests.stores import stored_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.spark, pytest.mark.postgres, pytest.mark.slow]
 
@@ -231,12 +232,12 @@ def test_the_run_precomputes_every_train_users_recommendations(reference_run, em
     # batch_to_store: the same rows in PostgreSQL, and a rerun of the task leaves them as they are.
     store = ResultsStore(embedded.results_url)
     try:
-        stored = recs.stored_rows(store, card["version"])
+        stored = stored_rows(store, card["version"])
         results = run_dir(dagrun.run_id) / "results"
         plan, batch = read_json(run_dir(dagrun.run_id) / "plan.json"), read_json(results / "batch_recommendations.json")
-        again = recs.store_for_run(plan, batch, embedded.results_url)
+        again = store_for_run(plan, batch, embedded.results_url)
         assert again["rows"] == entry["rows"] == len(stored)
-        assert recs.stored_rows(store, card["version"]) == stored
+        assert stored_rows(store, card["version"]) == stored
     finally:
         store.close()
     first = lists[stored[0]["user_id"]][0]

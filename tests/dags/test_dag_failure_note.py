@@ -12,7 +12,7 @@ import pytest
 from harness.airflow import local_airflow
 from harness.services import free_port, wait_until
 from music_recsys.pipeline import failure as F
-from music_recsys.pipeline.config import run_dir
+from music_recsys.run_folders import run_dir
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from music_recsys.pipeline import failure as F
-from music_recsys.pipeline.config import run_dir
+from music_recsys.run_folders import run_dir
 from music_recsys.store import registry
 from music_recsys.store.results import ResultsStore
 from tests.dags.dagruns import GRID, paths, task_instances

@@ -120,7 +120,7 @@ def outcome(dagrun, scenario: Scenario) -> dict:
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
 
-    from music_recsys.pipeline.config import run_dir
+    from music_recsys.run_folders import run_dir
 
     tis: dict[str, list] = {}
     for ti in sorted(dagrun.get_task_instances(), key=lambda t: (t.task_id, t.map_index)):

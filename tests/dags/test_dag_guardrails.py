@@ -12,9 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness.airflow import run_summary
-from music_recsys.pipeline.config import run_dir
+from music_recsys.run_folders import read_json, run_dir
 from music_recsys.store import registry
-from music_recsys.store.layout import read_json
 from music_recsys.store.results import ResultsStore
 from tests.dags.dagruns import GRID, paths, task_instances
 

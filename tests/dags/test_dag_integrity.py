@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from music_recsys.pipeline.config import ParamError, RunConfig, check_param
+from music_recsys.pipeline.config import RunConfig
+from music_recsys.pipeline.params import ParamError, check_param
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -36,7 +36,7 @@ from harness.airflow import local_airflow
 from harness.services import airflow_uri, free_port, get_json, wait_until
 from music_recsys import constants as C
 from music_recsys.data import generate
-from music_recsys.pipeline.config import run_dir
+from music_recsys.run_folders import run_dir
 from music_recsys.store import registry
 from music_recsys.store.results import ResultsStore
 

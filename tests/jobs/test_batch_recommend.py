@@ -14,10 +14,10 @@ import pytest
 from jobs import batch_recommend
 from music_recsys.evaluation import batch
 from music_recsys.pipeline.job import InputError
+from music_recsys.run_folders import read_json
 from music_recsys.serving.model import ServingModel
 from music_recsys.store import recommendations as recs
 from music_recsys.store.bundle import verify_bundle, write_bundle
-from music_recsys.store.layout import read_json
 from tests.music_recsys.serving.bundles import ANNOY, N_TRACKS, N_USERS, RANK, write_test_bundle
 
 pytestmark = pytest.mark.spark

@@ -13,7 +13,7 @@ from jobs.index_ids import write_labels
 from music_recsys import constants as C
 from music_recsys.pipeline.config import TrialSpec
 from music_recsys.pipeline.job import InputError
-from music_recsys.store.layout import RunLayout, read_json, write_json
+from music_recsys.run_folders import RunLayout, read_json, write_json
 
 pytestmark = pytest.mark.spark
 

@@ -11,7 +11,7 @@ import pytest
 from jobs import ingest
 from music_recsys import constants as C
 from music_recsys.data.readers import clean, detect_format
-from music_recsys.store.layout import read_json
+from music_recsys.run_folders import read_json
 
 pytestmark = pytest.mark.spark
 

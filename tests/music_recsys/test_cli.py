@@ -13,7 +13,7 @@ import pytest
 
 from music_recsys.cli import build_parser, main
 from music_recsys.pipeline.config import RunConfig, params_markdown
-from music_recsys.store import schema
+from music_recsys.store import registry, schema
 from music_recsys.store.results import ResultsStore
 from tests.stores import migrated, register
 
@@ -88,3 +88,20 @@ def test_generate_writes_a_data_set(tmp_path, capsys):
     assert main(["generate", "--out", str(out), "--users", "60", "--items", "40", "--holdout-users", "10"]) == 0
     assert {p.name for p in out.iterdir()} == {"train.parquet", "validation.parquet", "test.parquet", "manifest.json"}
     assert "train:" in capsys.readouterr().out
+
+
+def test_promoting_a_model_that_awaits_approval_by_hand_says_what_happens_to_the_request(tmp_path, capsys):
+    url = migrated(f"sqlite:///{tmp_path / 'r.sqlite'}")
+    with ResultsStore(url) as store:
+        row = {"model_version": "held", "run_id": "manual__1", "trial_id": "t", "path": "models/held", "test_map": 0.2,
+               "popularity_test_map": 0.1, "logical_date": datetime(2026, 1, 5, tzinfo=UTC)}  # fmt: skip
+        decision, _, _ = registry.publish_against(
+            store,
+            row,
+            registry.Policy(True, 1.0, 0.05, require_approval=True),
+            lambda champion: registry.Comparison(None),
+        )
+        assert decision.status == registry.AWAITING
+    assert main(["models", "promote", "held", "--results-url", url]) == 0
+    out = capsys.readouterr().out
+    assert "held is champion" in out and "run manual__1 still asks for this model's approval" in out

@@ -10,7 +10,8 @@ import pytest
 
 from music_recsys import settings
 from music_recsys.pipeline import spark
-from music_recsys.pipeline.config import data_root, input_roots
+from music_recsys.pipeline.paths import input_roots
+from music_recsys.settings import data_root
 from music_recsys.store.retention import keep_runs
 
 REPO = Path(__file__).resolve().parents[2]

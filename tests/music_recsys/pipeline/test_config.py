@@ -7,14 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from music_recsys.pipeline.config import (
-    ParamError,
-    RunConfig,
-    TrialSpec,
-    describe_schema,
-    resolve_input_path,
-    safe_run_id,
-)
+from music_recsys.pipeline.config import RunConfig, TrialSpec
+from music_recsys.pipeline.params import ParamError, describe_schema
+from music_recsys.pipeline.paths import resolve_input_path
+from music_recsys.run_folders import safe_run_id
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from music_recsys.pipeline.config import ParamError, TrialSpec
+from music_recsys.pipeline.config import TrialSpec
+from music_recsys.pipeline.params import ParamError
 from music_recsys.pipeline.tasks import DataDriftError, check_data, fail_fast, prepare
 
 

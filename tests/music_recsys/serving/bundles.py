@@ -8,9 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from music_recsys.store import recommendations as recs
 from music_recsys.store.bundle import write_bundle
 
 N_USERS, N_TRACKS, RANK = 30, 60, 4
@@ -102,3 +104,30 @@ def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {timeout} s: {condition.__doc__ or condition}")
         time.sleep(0.01)
+
+
+def precompute(bundle: Path, k: int) -> Path:
+    """What the batch job writes, without Spark: its mapInPandas body over every user, in two part files."""
+    n_users = N_USERS
+    folder = recs.recommendations_dir(bundle)
+    folder.mkdir()
+    for part, users in enumerate(np.array_split(np.arange(n_users), 2)):
+        frames = list(recs.recommend_batches(iter([pd.DataFrame({"id": users})]), str(bundle), k))
+        table = pa.Table.from_pandas(pd.concat(frames), schema=recs.arrow_schema(), preserve_index=False)
+        pq.write_table(table, folder / f"part-{part:05d}.parquet")
+    rows = int(recs.expected_lengths(bundle, k).sum())
+    recs.record_in_card(bundle, recs.card_entry(bundle, k, rows, n_users, 0, 0, 0.0))
+    return bundle
+
+
+def varied_arrays(seed: int) -> dict[str, np.ndarray]:
+    """Random factors; each user played 1 to 7 random tracks."""
+    rng = np.random.default_rng(seed)
+    played = [np.sort(rng.choice(N_TRACKS, size=int(rng.integers(1, 8)), replace=False)) for _ in range(N_USERS)]
+    return {
+        "user_factors": rng.normal(size=(N_USERS, RANK)).astype(np.float32),
+        "item_factors": rng.normal(size=(N_TRACKS, RANK)).astype(np.float32),
+        "played_indptr": np.cumsum([0, *map(len, played)]).astype(np.int64),
+        "played_indices": np.concatenate(played).astype(np.int32),
+        "popularity": (rng.permutation(N_TRACKS) + 1).astype(np.float32),
+    }

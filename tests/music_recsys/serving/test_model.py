@@ -261,7 +261,7 @@ def test_a_history_the_transform_drops_entirely_falls_back_to_popularity_without
 
 def test_a_training_user_without_factors_gets_the_popular_tracks_they_did_not_play(catalogue, tmp_path):
     # With transform "drop", a user whose every play is <= drop_threshold has no ALS factors: the bundle
-    # keeps them with a zero row (bundle.dense_factors). Their inner products are all 0, so the ranking
+    # keeps them with a zero row (model.factors.read_dense_factors). Their inner products are all 0, so the ranking
     # means nothing; fold-in treats a zero vector as "fall back to popularity", a training user must too.
     arrays = {**catalogue["arrays"], "user_factors": catalogue["arrays"]["user_factors"].copy()}
     arrays["user_factors"][4] = 0.0

@@ -8,55 +8,27 @@ import gzip
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
 from music_recsys.cli import main as cli
-from music_recsys.evaluation import batch
 from music_recsys.store import recommendations as recs
 from music_recsys.store.results import ResultsStore, to_sqlalchemy_url
-from tests.music_recsys.serving.bundles import N_TRACKS, N_USERS, RANK, write_test_bundle
-from tests.stores import migrated, open_store
+from tests.music_recsys.serving.bundles import N_USERS, precompute, varied_arrays, write_test_bundle
+from tests.stores import migrated, open_store, stored_rows
 from tests.stores import register as register_row
 
 K = 7
 
 
-def precompute(bundle: Path, k: int = K) -> Path:
-    """What the batch job writes, without Spark: its mapInPandas body over every user, in two part files."""
-    n_users = N_USERS
-    folder = recs.recommendations_dir(bundle)
-    folder.mkdir()
-    for part, users in enumerate(np.array_split(np.arange(n_users), 2)):
-        frames = list(batch.recommend_batches(iter([pd.DataFrame({"id": users})]), str(bundle), k))
-        table = pa.Table.from_pandas(pd.concat(frames), schema=recs.arrow_schema(), preserve_index=False)
-        pq.write_table(table, folder / f"part-{part:05d}.parquet")
-    rows = int(batch.expected_lengths(bundle, k).sum())
-    recs.record_in_card(bundle, recs.card_entry(bundle, k, rows, n_users, 0, 0, 0.0))
-    return bundle
-
-
-def make_arrays(seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    played = [np.sort(rng.choice(N_TRACKS, size=int(rng.integers(1, 8)), replace=False)) for _ in range(N_USERS)]
-    return {
-        "user_factors": rng.normal(size=(N_USERS, RANK)).astype(np.float32),
-        "item_factors": rng.normal(size=(N_TRACKS, RANK)).astype(np.float32),
-        "played_indptr": np.cumsum([0, *map(len, played)]).astype(np.int64),
-        "played_indices": np.concatenate(played).astype(np.int32),
-        "popularity": (rng.permutation(N_TRACKS) + 1).astype(np.float32),
-    }
-
-
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("models")
-    return {v: precompute(write_test_bundle(root, make_arrays(seed), v, None)) for v, seed in (("va", 1), ("vb", 2))}
+    return {
+        v: precompute(write_test_bundle(root, varied_arrays(seed), v, None), K) for v, seed in (("va", 1), ("vb", 2))
+    }
 
 
 @pytest.fixture(
@@ -104,12 +76,12 @@ def test_load_is_one_set_per_version_and_reruns_rewrite_it(store_url, bundles, m
         expected = as_rows(bundles["va"])
         assert len(expected) == N_USERS * K
         assert recs.load(store, bundles["va"], batch_rows=50) == N_USERS * K
-        first = recs.stored_rows(store, "va")
+        first = stored_rows(store, "va")
         assert [{**r, "score": pytest.approx(r["score"], rel=1e-6)} for r in expected] == first
         assert recs.load(store, bundles["va"]) == N_USERS * K  # a rerun of the task
-        assert recs.stored_rows(store, "va") == first
+        assert stored_rows(store, "va") == first
         assert recs.load(store, bundles["vb"]) == N_USERS * K  # another version has its own rows
-        assert recs.stored_rows(store, "va") == first
+        assert stored_rows(store, "va") == first
         count = sa.text("SELECT model_version, COUNT(*) FROM user_recommendations GROUP BY model_version")
         counts = store.transaction(lambda conn: dict(conn.execute(count).all()))
         assert counts == {"va": N_USERS * K, "vb": N_USERS * K}
@@ -121,7 +93,7 @@ def test_a_failed_load_keeps_the_previous_rows(store_url, bundles, monkeypatch):
     store = ResultsStore(store_url)
     try:
         recs.load(store, bundles["va"])
-        before = recs.stored_rows(store, "va")
+        before = stored_rows(store, "va")
         loader = "_copy" if store.engine.dialect.name == "postgresql" else "_insert"
         real, calls = getattr(recs, loader), []
 
@@ -134,7 +106,7 @@ def test_a_failed_load_keeps_the_previous_rows(store_url, bundles, monkeypatch):
         monkeypatch.setattr(recs, loader, fail_on_second_batch)
         with pytest.raises(RuntimeError, match="mid-load"):
             recs.load(store, bundles["va"], batch_rows=40)
-        assert recs.stored_rows(store, "va") == before  # the delete and the first batch were rolled back
+        assert stored_rows(store, "va") == before  # the delete and the first batch were rolled back
     finally:
         store.close()
 
@@ -159,7 +131,7 @@ def test_the_champion_view_holds_the_champions_rows(store_url, bundles):
 def test_a_bundle_without_or_with_tampered_recommendations_is_refused(bundles, tmp_path):
     import shutil
 
-    bare = write_test_bundle(tmp_path, make_arrays(3), "bare", None)
+    bare = write_test_bundle(tmp_path, varied_arrays(3), "bare", None)
     with pytest.raises(recs.RecommendationsError, match="no batch recommendations; run the DAG's"):
         recs.verify(bare)
     tampered = shutil.copytree(bundles["va"], tmp_path / "tampered")
@@ -232,33 +204,3 @@ def test_export_errors_name_the_problem(bundles, tmp_path, capsys):
     )
     assert "the registry has no champion yet" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
-
-
-def run_plan(tmp_path: Path, **params) -> dict:
-    """A plan whose run directory holds a config.json like ``prepare`` writes, with ``params`` set."""
-    from music_recsys.pipeline.config import RunConfig
-    from music_recsys.store.layout import RunLayout, write_json
-
-    layout = RunLayout(tmp_path / "runs" / "r1")
-    write_json(layout.config, {**RunConfig().to_dict(), **params})
-    return {"run_id": "r1", "run_dir": str(layout.root)}
-
-
-def test_the_dag_tasks_skip_when_off_and_load_when_asked(bundles, tmp_path):
-    publication = {"version": "va", "path": str(bundles["va"])}
-    off = run_plan(tmp_path / "off", batch_k=0)
-    assert recs.batch_job(off, publication) == {"skip": "batch_k is 0: batch recommendations are off for this run"}
-    on = run_plan(tmp_path / "on", batch_k=25, batch_to_store=True)
-    assert recs.batch_job(on, None)["skip"] == "nothing was published by this run"
-    batch = recs.batch_job(on, publication)
-    result = str(Path(on["run_dir"]) / "results" / "batch_recommendations.json")
-    assert batch["application_args"] == ["--bundle", str(bundles["va"]), "--k", "25", "--result", result]
-    assert batch["result_path"] == result and batch["skip"] is None
-    with pytest.raises(recs.RecommendationsError, match="the published bundle .* is gone"):
-        recs.batch_job(on, {"version": "gone", "path": str(tmp_path / "gone")})
-
-    url = migrated(f"sqlite:///{tmp_path / 'results.sqlite'}")
-    job_result = {"version": "va", "bundle": str(bundles["va"])}
-    assert recs.store_for_run(run_plan(tmp_path / "keep", batch_to_store=False), job_result, url)["skip"]
-    stored = recs.store_for_run(on, job_result, url)
-    assert stored == {"skip": None, "version": "va", "table": "user_recommendations", "rows": N_USERS * K}

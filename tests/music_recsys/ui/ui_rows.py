@@ -11,7 +11,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from music_recsys.store.layout import safe_run_id
+from music_recsys.run_folders import safe_run_id
 from music_recsys.store.results import ResultsStore, models
 from tests.stores import migrated
 

@@ -1,4 +1,6 @@
-"""Run-scoped artifact files: small JSON results written atomically (temp file + rename)."""
+"""Run folders: where each stage of a run reads and writes under ``<data root>/runs/<run id>``
+(``RunLayout``), and the atomic file writes every stage uses (temp file + rename, so a reader never sees
+half a file). It sits at the bottom of the package: jobs, evaluation, store and pipeline all use it."""
 
 from __future__ import annotations
 
