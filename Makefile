@@ -55,6 +55,7 @@ bench: setup
 	$(BIN)/python bench/eval_topk.py
 	$(BIN)/python bench/topk_kernel.py
 	$(BIN)/python bench/als_fit.py
+	$(BIN)/python bench/als_blas.py
 	$(BIN)/python bench/als_tuning.py
 	$(BIN)/python bench/fast_search.py
 	$(BIN)/python bench/movielens.py

@@ -47,7 +47,8 @@ def fetch_ml100k(cache: Path) -> list[str]:
         return wheel.read(INTER).decode("utf-8").splitlines()
 
 
-def convert(lines: list[str], out: Path, holdout_users: int, seed: int) -> dict:
+def ml100k_splits(lines: list[str], holdout_users: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
+    """``ml-100k.inter`` in the study's schema (count = rating), split the study's way: columns per split."""
     header = lines[0].split("\t")
     assert header[:3] == ["user_id:token", "item_id:token", "rating:float"], header
     rows = [line.split("\t") for line in lines[1:] if line]
@@ -56,12 +57,18 @@ def convert(lines: list[str], out: Path, holdout_users: int, seed: int) -> dict:
     ratings = np.array([int(float(r[2])) for r in rows], dtype=np.int64)
     user_names, user_of_row = np.unique(users, return_inverse=True)
     split = assign_splits(user_of_row, len(user_names), holdout_users, 0.5, np.random.default_rng(seed))
+    return {
+        name: {C.USER_ID: users[split == code], C.COUNT: ratings[split == code], C.TRACK_ID: items[split == code]}
+        for code, name in enumerate(C.SPLITS)
+    }
+
+
+def convert(lines: list[str], out: Path, holdout_users: int, seed: int) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     stats = {}
-    for code, name in enumerate(C.SPLITS):
-        mask = split == code
-        write_split({C.USER_ID: users[mask], C.COUNT: ratings[mask], C.TRACK_ID: items[mask]}, out / name, "parquet")
-        stats[name] = {"rows": int(mask.sum()), "users": int(len(np.unique(users[mask])))}
+    for name, columns in ml100k_splits(lines, holdout_users, seed).items():
+        write_split(columns, out / name, "parquet")
+        stats[name] = {"rows": len(columns[C.USER_ID]), "users": int(len(np.unique(columns[C.USER_ID])))}
     return stats
 
 

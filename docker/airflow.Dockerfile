@@ -5,6 +5,8 @@ ARG PYTHON_VERSION=3.11
 FROM apache/airflow:${AIRFLOW_VERSION}-python${PYTHON_VERSION}
 
 USER root
+# libopenblas0-pthread: the libblas.so.3 / liblapack.so.3 Spark's netlib loads for the ALS fits of the
+# drivers run here (docs/benchmarks.md, "Native BLAS"); without it Spark falls back to its Java BLAS.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends openjdk-17-jre-headless procps libopenblas0-pthread \
  && apt-get clean && rm -rf /var/lib/apt/lists/*

@@ -8,6 +8,11 @@ ARG SPARK_IMAGE=apache/spark:4.2.0-scala2.13-java17-python3-ubuntu
 FROM ${SPARK_IMAGE}
 
 USER root
+# Native BLAS/LAPACK for the ALS fits that executors and the Spark Connect server run: Spark's netlib
+# loads libblas.so.3 / liblapack.so.3, which this package provides (docs/benchmarks.md, "Native BLAS").
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libopenblas0-pthread \
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
 COPY requirements.txt constraints.txt /opt/recsys/
 RUN python3 -m pip install --no-cache-dir \
       "$(grep -E '^numpy' /opt/recsys/constraints.txt)" \

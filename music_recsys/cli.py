@@ -7,7 +7,7 @@ music-recsys db upgrade           create or migrate the results store's schema (
 music-recsys db grant ROLE        let a PostgreSQL role read the store (SELECT only; --promotes: the UI's role)
 music-recsys params               the DAG's params (the README table, or --json for the schemas)
 music-recsys recommendations export --version V --out FILE   a model's batch recommendations as CSV or parquet
-music-recsys check-install        the installation: pyspark's Python files match its jars
+music-recsys check-install        the installation: pyspark's Python files match its jars; which BLAS Spark's ALS gets
 """
 
 from __future__ import annotations
@@ -281,7 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     params.add_argument("--json", action="store_true", help="the JSON schemas instead of the table")
     params.set_defaults(handler=_params)
 
-    check = commands.add_parser("check-install", help="check the installation (pyspark Python files vs jars)")
+    check = commands.add_parser(
+        "check-install",
+        help="check the installation (pyspark Python files vs jars) and say which BLAS Spark's ALS gets",
+    )
     check.set_defaults(handler=_check_install)
 
     recommendations = commands.add_parser(

@@ -143,6 +143,13 @@ _ALL = [
         "Spark",
     ),
     Setting(
+        "RECSYS_SPARK_BLAS_THREADS",
+        "1",
+        "threads per native BLAS call (`OPENBLAS_NUM_THREADS`) in the Spark JVMs the jobs start: Spark already "
+        "runs a task per core ([measured](benchmarks.md#native-blas))",
+        "Spark",
+    ),
+    Setting(
         "RECSYS_SPARK_CDS_ARCHIVE",
         "",
         "class-data-sharing archive of the driver JVM (`make setup` builds it); used only when the file exists",

@@ -144,6 +144,22 @@ def test_images_match_pinned_versions(compose):
     assert compose["services"]["spark-master"]["image"].endswith(pins["pyspark"])
 
 
+def _apt_installs(dockerfile: Path) -> set[str]:
+    """Packages the image's ``apt-get install`` steps name (continuation lines joined)."""
+    text = dockerfile.read_text().replace("\\\n", " ")
+    packages = set()
+    for command in re.findall(r"apt-get install ([^&\n]+)", text):
+        packages |= {word for word in command.split() if not word.startswith("-")}
+    return packages
+
+
+def test_both_images_have_native_blas_for_spark_als():
+    # ALS runs in the driver (Airflow image, client mode) and in executors / the Connect server (Spark image).
+    for name in ("airflow", "spark"):
+        assert "libopenblas0-pthread" in _apt_installs(REPO / f"docker/{name}.Dockerfile"), name
+    assert "openjdk-17-jre-headless" in _apt_installs(REPO / "docker/airflow.Dockerfile")  # the parse works
+
+
 def test_airflow_reaches_spark_in_client_mode_and_the_results_db(compose):
     env = compose["x-airflow-common"]["environment"]
     assert (

@@ -28,7 +28,7 @@ from typing import Any
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
 from music_recsys import settings
-from music_recsys.pipeline.spark import CONNECT_RETRY_SECONDS, spark_conf
+from music_recsys.pipeline.spark import CONNECT_RETRY_SECONDS, spark_conf, spark_env
 
 # What runs when the connection is not defined: Spark in the worker, on every core (the provider would
 # otherwise fall back to YARN).
@@ -47,6 +47,8 @@ class SparkJobOperator(SparkSubmitOperator):
             raise ValueError(f"task {kwargs.get('task_id')!r}: give result_path, or inputs_from (a task id)")
         conf = {**spark_conf(), **(kwargs.pop("conf", None) or {})}
         kwargs.setdefault("py_files", settings.optional("RECSYS_PY_FILES"))
+        # spark-submit's environment, which a client-mode or local driver JVM inherits.
+        kwargs["env_vars"] = {**spark_env(), **(kwargs.get("env_vars") or {})}
         if settings.optional("RECSYS_SPARK_CORES_MAX"):
             # On a standalone cluster an app takes every free core unless capped.
             kwargs.setdefault("total_executor_cores", settings.integer("RECSYS_SPARK_CORES_MAX", minimum=1))

@@ -56,6 +56,14 @@ def java_options() -> str:
     return f"{flags} -XX:SharedArchiveFile={archive} {CDS_QUIET}" if archive else flags
 
 
+def spark_env() -> dict[str, str]:
+    """Environment of the Spark JVMs the jobs start (a local driver, where ``local[*]`` runs every task, and
+    the executors): ``RECSYS_SPARK_BLAS_THREADS`` threads per native BLAS call. Spark runs one task per core,
+    and OpenBLAS would give each task's every call all the cores again; measured, that made native BLAS
+    slower than Spark's Java BLAS on a busy machine (docs/benchmarks.md, "Native BLAS")."""
+    return {"OPENBLAS_NUM_THREADS": str(settings.integer("RECSYS_SPARK_BLAS_THREADS", minimum=1))}
+
+
 # Session-level settings, the only ones a Spark Connect client can set (the rest belong to the server).
 RUNTIME_KEYS = ("spark.sql.shuffle.partitions", "spark.sql.execution.arrow.pyspark.enabled")
 
@@ -81,6 +89,7 @@ def spark_conf() -> dict[str, str]:
         # The driver runs in this process's environment (client mode); executors may have another Python.
         "spark.pyspark.driver.python": sys.executable,
         "spark.pyspark.python": settings.text("RECSYS_SPARK_PYTHON"),
+        **{f"spark.executorEnv.{key}": value for key, value in spark_env().items()},
     }
     if driver_host := settings.optional("RECSYS_SPARK_DRIVER_HOST"):
         conf["spark.driver.host"] = driver_host
@@ -100,6 +109,7 @@ def get_spark(app_name: str) -> SparkSession:
         # Under spark-submit the JVM exists already and master, name and settings come from the submit.
         builder = builder.master(settings.text("RECSYS_SPARK_MASTER")).appName(app_name)
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # UDF workers need this package
+        os.environ.update(spark_env())  # the JVM about to start inherits it
         for key, value in spark_conf().items():
             builder = builder.config(key, value)
     return builder.getOrCreate()

@@ -71,7 +71,8 @@ def test_code_reads_the_environment_only_through_settings():
 
 
 def test_unset_variables_give_their_defaults(monkeypatch):
-    for name in ("RECSYS_KEEP_RUNS", "RECSYS_SHUFFLE_PARTITIONS", "RECSYS_SPARK_DRIVER_HOST", "RECSYS_SPARK_PYTHON"):
+    for name in ("RECSYS_KEEP_RUNS", "RECSYS_SHUFFLE_PARTITIONS", "RECSYS_SPARK_DRIVER_HOST", "RECSYS_SPARK_PYTHON",
+                 "RECSYS_SPARK_BLAS_THREADS"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     assert keep_runs() == 5
     conf = spark.spark_conf()
@@ -80,6 +81,9 @@ def test_unset_variables_give_their_defaults(monkeypatch):
     import sys
 
     assert conf["spark.pyspark.python"] == sys.executable
+    # One thread per native BLAS call: Spark runs a task per core already (docs/benchmarks.md#native-blas).
+    assert conf["spark.executorEnv.OPENBLAS_NUM_THREADS"] == "1"
+    assert spark.spark_env() == {"OPENBLAS_NUM_THREADS": "1"}
 
 
 def test_values_are_read_when_asked_not_at_import(monkeypatch, tmp_path):
@@ -114,6 +118,12 @@ def test_an_empty_value_is_kept_where_it_means_off(monkeypatch):
             r"RECSYS_RETRIES='-1' is not a whole number >= 0",
         ),
         ("RECSYS_SPARK_TIMEOUT_HOURS", "2h", settings.number, r"RECSYS_SPARK_TIMEOUT_HOURS='2h' is not a number"),
+        (
+            "RECSYS_SPARK_BLAS_THREADS",
+            "0",
+            lambda n: spark.spark_env(),
+            r"RECSYS_SPARK_BLAS_THREADS='0' is not a whole number >= 1",
+        ),
     ],
 )
 def test_a_bad_value_names_the_variable_the_value_and_the_fix(monkeypatch, name, value, reader, expected):

@@ -61,6 +61,17 @@ def test_spark_connection_submits_and_returns_the_result_file(tmp_path, monkeypa
     assert op.execute({}) == {"rows": 3}
     assert submitted == [["--value", "ok", "--result", str(tmp_path / "result.json")]]
     assert op.conf["spark.ui.enabled"] == "false" and op.conf["spark.sql.shuffle.partitions"] == "4"
+    # spark-submit's environment, inherited by the local driver JVM where every task runs.
+    assert op.env_vars == {"OPENBLAS_NUM_THREADS": "1"}
+
+
+def test_the_blas_threads_setting_reaches_spark_submit_and_a_given_env_wins(tmp_path, monkeypatch):
+    monkeypatch.setenv("RECSYS_SPARK_BLAS_THREADS", "2")
+    assert _operator(tmp_path, "toy_spark").env_vars == {"OPENBLAS_NUM_THREADS": "2"}
+    job = tmp_path / "toy_job.py"
+    op = SparkJobOperator(task_id="t", application=str(job), result_path="r", env_vars={"OPENBLAS_NUM_THREADS": "4"})
+    assert op.env_vars == {"OPENBLAS_NUM_THREADS": "4"}
+    assert op.conf["spark.executorEnv.OPENBLAS_NUM_THREADS"] == "2"
 
 
 def test_a_submit_that_writes_no_result_fails(tmp_path, monkeypatch):
