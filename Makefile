@@ -34,10 +34,10 @@ serve: setup
 
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 test-fast: setup
-	$(BIN)/pytest -m "not slow and not e2e"
+	$(BIN)/pytest -n 2 --dist loadgroup -m "not slow and not e2e"
 
 lint: setup
 	$(BIN)/ruff check .

@@ -105,10 +105,11 @@ def local_airflow(home: Path, port: int, extra_env: dict[str, str] | None = None
     service = LocalAirflow(f"http://127.0.0.1:{port}", env)
     service.cli("db", "migrate")
     with contextlib.ExitStack() as stack:
+        processes: list[subprocess.Popen] = []
+        stack.callback(lambda: stop(*processes))  # all three at once on the way out
         for args in (["api-server", "--port", str(port)], ["scheduler"], ["dag-processor"]):
             log = stack.enter_context(open(home / f"{args[0]}.log", "w"))
-            process = subprocess.Popen([service.airflow, *args], env=env, stdout=log, stderr=subprocess.STDOUT)
-            stack.callback(stop, process)
+            processes.append(subprocess.Popen([service.airflow, *args], env=env, stdout=log, stderr=subprocess.STDOUT))
         wait_until(
             lambda: service.get(f"dags/{DAG_ID}")["dag_id"] == DAG_ID,
             180,

@@ -34,6 +34,26 @@ os.environ["PYSPARK_PYTHON"] = sys.executable
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 Path(os.environ["RECSYS_DATA_ROOT"]).mkdir(parents=True, exist_ok=True)
 
+# `make test` runs the suite on two xdist workers (`-n 2 --dist loadgroup`): much of a DAG test's time is
+# waiting (a JVM or a service starting, a scheduler's poll), so two of them overlap well on two cores.
+# Tests that share session fixtures must stay on one worker, in order: the embedded DAG runs (the reference
+# run, the Connect run and the served API the later drills judge against) and the two Airflow stacks.
+XDIST_GROUPS = {
+    "dags/test_dag_e2e.py": "embedded-runs",
+    "dags/test_dag_connect.py": "embedded-runs",
+    "dags/test_dag_guardrails.py": "embedded-runs",
+    "dags/test_dag_fault_drills.py": "embedded-runs",
+    "dags/test_scheduler.py": "airflow-stacks",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        group = XDIST_GROUPS.get(Path(str(item.path)).relative_to(REPO / "tests").as_posix())
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 # The one generated data set of the DAG tests: small enough that Spark's start-up dominates.
 TINY = {"users": 800, "items": 400, "holdout_users": 120, "mean_tracks": 14.0}
 

@@ -31,10 +31,11 @@ def embedded(databases, airflow_db, tiny_data) -> Embedded:
 
 @pytest.fixture(scope="session")
 def reference_run(embedded):
-    """Run 1, spark-submit (the default mode): its fit of VICTIM is SIGKILLed mid-run once."""
+    """Run 1, spark-submit (the default mode), two grid points per fit task (``fits_per_task``: one Spark
+    application fits both): the task fitting VICTIM is SIGKILLed mid-run once."""
     with kill_when(lambda: fit_processes(VICTIM), sigkill) as killed:
         # batch_to_store: its batch recommendations also go to the results PostgreSQL (test_dag_e2e.py).
-        dagrun = embedded.run({**paths("tiny"), **GRID, "batch_to_store": True})
+        dagrun = embedded.run({**paths("tiny"), **GRID, "batch_to_store": True, "fits_per_task": 2})
     return {"dagrun": dagrun, "killed": killed}
 
 

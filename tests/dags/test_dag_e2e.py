@@ -90,15 +90,23 @@ def test_reference_run_records_trials_segments_and_search(reference_run, embedde
 
 
 def test_a_killed_fit_is_retried_and_a_point_that_cannot_fit_is_not(reference_run):
+    """Two points per fit task: the task fitting both working points is killed once and retried; the one
+    whose two points cannot fit fails once, not retried (the input's fault)."""
     assert reference_run["killed"], "the drill never found the fit process to kill"
+    run = run_dir(reference_run["dagrun"].run_id)
     fits = {ti.rendered_map_index: ti for ti in task_instances(reference_run["dagrun"])["fit"]}
-    assert set(fits) == WORKING | FAILING
-    assert (fits[VICTIM.trial_id].state, fits[VICTIM.trial_id].try_number) == ("success", 2)
-    assert (fits["r8_reg0.1_a1_none"].state, fits["r8_reg0.1_a1_none"].try_number) == ("success", 1)
-    for trial_id in FAILING:  # retries=1, but the failure is the input's: one attempt only
-        assert (fits[trial_id].state, fits[trial_id].try_number) == ("failed", 1)
-    fit = read_json(run_dir(reference_run["dagrun"].run_id) / "results" / "fit" / f"{VICTIM.trial_id}.json")
-    assert fit["status"] == "success"  # written by the retry
+    working, failing = "r8_reg0.1_a1_none..r8_reg0.1_a10_none", "r8_reg0.1_a1_drop..r8_reg0.1_a10_drop"
+    assert set(fits) == {working, failing}
+    assert (fits[working].state, fits[working].try_number) == ("success", 2)
+    assert (fits[failing].state, fits[failing].try_number) == ("failed", 1)  # retries=1, not used
+    for trial_id in WORKING:
+        assert read_json(run / "results" / "fit" / f"{trial_id}.json")["status"] == "success"
+    for trial_id in FAILING:
+        assert "leaves no training rows" in read_json(run / "results" / "fit" / f"{trial_id}.json")["error"]
+    # The retry's summary: a point the killed attempt had finished was kept, the rest fitted again.
+    summary = read_json(run / "results" / "fit_tasks" / "r8_reg0.1_a1_none.json")
+    assert set(summary["trials"]) == WORKING and summary["failed"] == []
+    assert set(summary["kept_from_earlier_attempt"]) <= {"r8_reg0.1_a1_none"}
 
 
 def test_rerecording_the_same_run_rewrites_identical_rows(reference_run, embedded):

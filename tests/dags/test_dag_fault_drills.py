@@ -108,7 +108,12 @@ def test_a_malformed_file_stops_the_run_at_ingest(embedded, connect_server, serv
     output = capfd.readouterr().out
     tis = malformed["tis"]
     assert str(malformed["dagrun"].state).endswith("failed")
-    assert [(str(ti.state), ti.try_number) for ti in tis["ingest"]] == [("failed", 1)]  # no retry spent
+    assert [(str(ti.state), ti.try_number, ti.max_tries) for ti in tis["ingest"]] == [
+        ("failed", 1, 1)
+    ]  # one retry allowed, none spent
+    result = json.loads((run_dir(malformed["dagrun"].run_id) / "results" / "ingest.json").read_text())
+    assert result["retryable"] is False
+    assert "train.txt: 6 of 7 rows rejected (85.71% > max_reject_fraction 1.00%)" in result["error"]
     for task_id in ["check_data", "index", "fit", *AFTER_FITS]:
         assert _states(tis[task_id]) == {"upstream_failed"}, task_id  # evaluate no longer starts
     failure = malformed["failure"]

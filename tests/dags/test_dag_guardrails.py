@@ -1,7 +1,7 @@
 """Retraining guardrails on the real DAG (Spark Connect, to be quick): a backfill of an older date never
 replaces the champion; the same trial at another k is compared like for like; a drop with 60 % of its
-train rows gone stops before any fit, or with on_data_drift: warn finishes without being promoted; a file
-of bad rows fails once, without retries."""
+train rows gone stops before any fit, or with on_data_drift: warn finishes without being promoted. (A file
+of bad rows failing once, without retries: test_dag_fault_drills.py.)"""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness.airflow import run_summary
-from music_recsys.run_folders import read_json, run_dir
 from music_recsys.store import registry
 from music_recsys.store.results import ResultsStore
 from tests.dags.dagruns import GRID, paths, task_instances
@@ -108,19 +107,3 @@ def test_a_thinned_drop_with_warn_finishes_and_is_not_promoted(connect_run, embe
     assert summary["model"]["status"] == "rejected" and "the data check found drift" in summary["model"]["reason"]
     assert "-60.0%" in summary["model"]["reason"]
     assert _champion(embedded) == champion
-
-
-def test_a_file_of_bad_rows_fails_once_without_retries(embedded, connect_server, data_root):
-    folder = data_root / "bad"
-    folder.mkdir(exist_ok=True)
-    (folder / "train.txt").write_text("u1\tT1\t3\nu1\tT2\t0\nu2\tT1\tx\nu3\t\t1\nu4\tT3\n")  # 4 of 5 rows bad
-    for split in ("validation", "test"):
-        (folder / f"{split}.txt").write_text("u1\tT3\t1\n")
-    conf = {f"{s}_path": f"bad/{s}.txt" for s in ("train", "validation", "test")}
-    dagrun = embedded.run({**conf, **GRID}, AIRFLOW_CONN_SPARK_DEFAULT=connect_server.connection())
-    assert str(dagrun.state).endswith("failed")
-    ingest = task_instances(dagrun)["ingest"][0]
-    assert (ingest.state, ingest.try_number, ingest.max_tries) == ("failed", 1, 1)  # one retry allowed, none used
-    result = read_json(run_dir(dagrun.run_id) / "results" / "ingest.json")
-    assert result["retryable"] is False
-    assert "train.txt: 4 of 5 rows rejected (80.00% > max_reject_fraction 1.00%)" in result["error"]

@@ -7,6 +7,7 @@ then a thin client, so the four full runs stay quick):
 - the recommender plugin's pages in the UI (simple auth manager, users admin and viewer): the champion
   on "Recommender", a run's "Recsys results" tab with its best MAP, a rollback by the admin, no action for
   the viewer; and a `require_approval` run that waits until it is approved through the REST API;
+- a run that fails gets failure.json and its note from the dag-processor's callback (through the REST API);
 - `airflow backfill create` plans one run per weekly date, and executes two dates at once, each on its
   own data partition (`drops/{{ ds }}/…`), with rows for both in the results store; no scheduled run
   starts when the DAG is unpaused.
@@ -36,6 +37,7 @@ from harness.airflow import local_airflow
 from harness.services import airflow_uri, free_port, get_json, wait_until
 from music_recsys import constants as C
 from music_recsys.data import generate
+from music_recsys.pipeline import failure as F
 from music_recsys.run_folders import run_dir
 from music_recsys.store import registry
 from music_recsys.store.results import ResultsStore
@@ -92,9 +94,15 @@ def _as_admin(base_url: str):
 
 @pytest.fixture(scope="module")
 def ui_stack(databases, connect_server, tiny_data, tmp_path_factory):
-    # The recommender plugin from plugins/, and Airflow's simple auth manager with two real users.
-    env = {**ui.ui_env(tmp_path_factory.mktemp("ui-auth")), "RECSYS_SCHEDULE_CRON": ""}
+    # The recommender plugin from plugins/, and Airflow's simple auth manager with two real users; the
+    # admin is also the user a failed run's note is written as (the recsys_airflow_api connection).
     port = free_port()
+    api = {"conn_type": "http", "host": "127.0.0.1", "port": port, "login": "admin", "password": ui.USERS["admin"]}
+    env = {
+        **ui.ui_env(tmp_path_factory.mktemp("ui-auth")),
+        "RECSYS_SCHEDULE_CRON": "",
+        f"AIRFLOW_CONN_{F.api_conn_id().upper()}": json.dumps(api),
+    }
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(harness.airflow, "get_json", _as_admin(f"http://127.0.0.1:{port}"))
         with _stack(databases, connect_server, tmp_path_factory, port=port, **env) as stack:
@@ -299,6 +307,35 @@ def test_the_recommender_pages_in_the_browser(ui_stack):
         assert registry.champion(store)["model_version"] == target["model_version"]
     finally:
         store.close()
+
+
+def test_the_dag_processor_writes_failure_json_and_the_runs_note(ui_stack):
+    """A failed run under a real deployment: the DAG's on_failure_callback runs in the dag-processor, where
+    there is no metadata DB, reads the task states through the supervisor, writes failure.json and sets the
+    run's note through the REST API with the ``recsys_airflow_api`` connection."""
+    airflow = ui_stack["airflow"]
+    run_id = airflow.trigger({"train_path": "missing/train.parquet"}, "manual__failure_note")
+    path = run_dir(run_id) / F.FAILURE_FILE
+    quoted = urllib.parse.quote(run_id, safe="")
+    wait_until(lambda: airflow.get(f"dags/music_recsys/dagRuns/{quoted}")["state"] == "failed", 240, "the run failed")
+
+    def written() -> bool:  # the callback runs after the run is marked failed
+        return path.exists() and "note" in json.loads(path.read_text())
+
+    wait_until(written, 120, f"{path} with the note's outcome")
+    failure = json.loads(path.read_text())
+    wait_until(lambda: airflow.get(f"dags/music_recsys/dagRuns/{quoted}")["note"], 30, "the run's note")
+    note = airflow.get(f"dags/music_recsys/dagRuns/{quoted}")["note"]
+    assert (failure["stage"], failure["task"], failure["retryable"], failure["note"]) == (
+        "prepare",
+        "prepare",
+        False,
+        "rest_api",
+    )
+    assert failure["message"].startswith("train_path: ") and failure["message"].endswith("does not exist")
+    assert failure["not_run"][:3] == ["grid_points", "ingest", "check_data"] and "finish" in failure["not_run"]
+    assert failure["states"]["prepare"] == "failed" and failure["states"]["publish"] == "upstream_failed"
+    assert note == F.note_line(failure) and note.startswith("Failed at prepare (not retried: fix the input): ")
 
 
 def test_backfill_over_a_grid_plans_every_week(scheduler):
