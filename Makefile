@@ -37,7 +37,7 @@ test: setup
 	$(BIN)/pytest -n 2 --dist loadgroup
 
 test-fast: setup
-	$(BIN)/pytest -n 2 --dist loadgroup -m "not slow and not e2e"
+	$(BIN)/pytest -n 2 --dist loadgroup -m "not slow and not e2e and not spark"
 
 lint: setup
 	$(BIN)/ruff check .

@@ -21,6 +21,9 @@ import pytest
 
 from music_recsys.pipeline import failure as F
 
+# The whole fault matrix is about 20 `dag.test` runs of the real DAG: tens of seconds.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 POINTS = ["r8_reg0.1_a1_none", "r8_reg0.1_a10_none", "r8_reg0.1_a1_drop"]  # three grid points
 DETERMINISTIC, TRANSIENT = "deterministic", "transient"
