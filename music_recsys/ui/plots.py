@@ -9,12 +9,13 @@ import threading
 from datetime import datetime, timedelta
 from typing import Any
 
-from music_recsys.store.registry import CANDIDATE, CHAMPION, REJECTED, RETIRED
+from music_recsys.store.registry import AWAITING, CANDIDATE, CHAMPION, REJECTED, RETIRED
 
 STATUS_STYLE = {
     CHAMPION: ("tab:green", "*", 14),
     RETIRED: ("tab:blue", "o", 7),
     CANDIDATE: ("tab:orange", "D", 7),
+    AWAITING: ("tab:purple", "P", 9),
     REJECTED: ("tab:red", "x", 8),
 }
 # pyplot keeps global state and the app answers requests from a thread pool: one figure at a time.

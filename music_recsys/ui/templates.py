@@ -33,11 +33,26 @@ BASE = """<!doctype html>
  .table-wrap { max-width: 100%; overflow-x: auto; margin: .4rem 0 1rem; } .table-wrap > table { margin: 0; }
  td.text { min-width: 12rem; max-width: 26rem; overflow-wrap: anywhere; } td.nowrap, th.nowrap { white-space: nowrap; }
  a.button, button { white-space: nowrap; display: inline-block; }
+ pre { max-width: 100%; overflow-x: auto; }
  .pending { border-color: #b06000; background: #fff8ec; } .status-awaiting_approval { color: #b06000; font-weight: 600; }
  dl.failure dt { font-weight: 600; margin-top: .4rem; } dl.failure dd { margin-left: 1rem; white-space: pre-wrap; }
 </style></head>
 <body><nav><a href="{{ base }}/">Recommender overview</a>{% block nav %}{% endblock %}</nav>
 {% block body %}{% endblock %}
+<script>
+// The Airflow UI shows these pages in a sandboxed frame that may not navigate the whole window (no
+// allow-top-navigation): a link to one of Airflow's own pages asks Airflow's router to go there instead,
+// by pushing the URL on the window's history (same origin) and telling the router, as a Back would.
+document.addEventListener("click", function (event) {
+  var link = event.target.closest("a[data-airflow-page]");
+  if (!link || window.top === window) return;
+  try {
+    window.top.history.pushState(null, "", link.href);
+    window.top.dispatchEvent(new PopStateEvent("popstate", { state: null }));
+    event.preventDefault();
+  } catch (error) { /* not the Airflow UI around this page: the link's own target="_top" data-airflow-page */ }
+});
+</script>
 </body></html>
 """
 
@@ -52,7 +67,7 @@ FAILURE = """<div class="card pending" id="failure"><p><strong>This run failed</
  <dt>Did not run</dt><dd id="failure-not-run">{{ (v.failure.not_run or []) | join(", ") or "—" }}</dd>
  {% if v.failure.failed_after %}<dt>Also failed after it</dt><dd>{{ v.failure.failed_after | join(", ") }}</dd>{% endif %}
 </dl>
-<p><a href="{{ airflow }}/dags/{{ dag_id }}/runs/{{ v.run_id | urlencode }}" target="_top">The run's task logs in Airflow</a></p></div>
+<p><a href="{{ airflow }}/dags/{{ dag_id }}/runs/{{ v.run_id | urlencode }}" target="_top" data-airflow-page>The run's task logs in Airflow</a></p></div>
 """
 
 OVERVIEW = (
@@ -67,7 +82,7 @@ OVERVIEW = (
  <ul>{% for m in view.awaiting %}
   <li data-version="{{ m.model_version }}"><code>{{ m.model_version }}</code> — test {{ "map" | label(m.k) }} {{ m.test_map | f }}
    (popularity {{ m.popularity_test_map | f }}), run <a href="{{ base }}/dags/{{ dag_id }}/runs/{{ m.run_id | urlencode }}">{{ m.run_id }}</a>:
-   <a class="button required-action" target="_top" href="{{ required_action(m.run_id) }}">Open its Required Action</a></li>
+   <a class="button required-action" target="_top" data-airflow-page href="{{ required_action(m.run_id) }}">Open its Required Action</a></li>
  {% endfor %}</ul>
 </div>
 {% endif %}
@@ -116,7 +131,7 @@ OVERVIEW = (
   <td class="num">{{ m.popularity_test_map | f }}</td><td class="nowrap">{{ m.logical_date | dt }}</td><td class="nowrap">{{ m.created_at | dt }}</td>
   <td class="nowrap">{{ m.promoted_at | dt }}</td><td class="nowrap">{{ (m.retired_at if m.status == "retired" else none) | dt }}</td>
   {% if can_edit or view.awaiting %}<td>{% if m.status == "awaiting_approval" %}
-   <a class="button required-action" target="_top" href="{{ required_action(m.run_id) }}">Required Action</a>
+   <a class="button required-action" target="_top" data-airflow-page href="{{ required_action(m.run_id) }}">Required Action</a>
   {% elif can_edit and m.status in ("candidate", "retired") and not m.bundle_removed_at %}
    <a class="button" href="{{ base }}/models/{{ m.model_version | urlencode }}/promote">{{ "Promote" if m.status == "candidate" else "Roll back" }}</a>
   {% elif m.bundle_removed_at %}<span class="note">bundle removed</span>{% endif %}</td>{% endif %}
@@ -217,7 +232,7 @@ RUN = (
 <details><summary>The run's report as written by its report task ({{ v.files | length }} files in report/)</summary>
 <div class="md">{{ report_html | safe }}</div></details>{% endif %}
 {% if v.files %}<p class="note">Files: {% for name in v.files %}<a href="{{ run_base }}/files/{{ name | urlencode }}">{{ name }}</a>{% if not loop.last %} · {% endif %}{% endfor %}</p>{% endif %}
-<p><a href="{{ airflow }}/dags/{{ dag_id }}/runs/{{ v.run_id | urlencode }}" target="_top">This run in Airflow</a></p>
+<p><a href="{{ airflow }}/dags/{{ dag_id }}/runs/{{ v.run_id | urlencode }}" target="_top" data-airflow-page>This run in Airflow</a></p>
 {% endblock %}
 """
 )
@@ -273,7 +288,7 @@ CONFIRM = (
 {% if target.status == "awaiting_approval" %}
 <p id="pending">Model <code>{{ target.model_version }}</code> waits for a person's decision in Airflow's Required Actions:
 answer it there, where the approval form shows its figures beside the champion's.</p>
-<p><a class="button required-action" target="_top" href="{{ required_action(target.run_id) }}">Open its Required Action</a>
+<p><a class="button required-action" target="_top" data-airflow-page href="{{ required_action(target.run_id) }}">Open its Required Action</a>
  <a class="button secondary" href="{{ base }}/">Cancel</a></p>
 {% else %}
 <p>The registry makes <code>{{ target.model_version }}</code> the champion in one transaction (the gate is not

@@ -284,6 +284,8 @@ def test_a_model_awaiting_approval_links_its_required_action_and_offers_no_promo
     page = client.get("/recsys/").text
     pending = page.split('id="awaiting"')[1].split("</div>")[0]
     assert CANDIDATE in pending and f'href="{action}"' in pending and 'target="_top"' in pending
+    # Inside Airflow's sandboxed frame the link goes through Airflow's router (see the base template's script).
+    assert "data-airflow-page" in pending and "window.top.history.pushState" in page
     row = re.search(rf'<tr data-version="{CANDIDATE}">.*?</tr>', page, re.S).group(0)
     assert f'href="{action}"' in row and "/promote" not in row and "status-awaiting_approval" in row
     # The confirmation page has no form for it, and a POST is refused: the decision is Airflow's form's.
