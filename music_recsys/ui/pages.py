@@ -9,6 +9,7 @@ of the names the folder actually lists.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -64,12 +65,19 @@ def champion_view(store: ResultsStore) -> dict[str, Any] | None:
         "popularity_validation": popularity.get("validation") or {},
         "popularity_test": popularity.get("test") or {},
         "lift": lift(row["test_map"], row["popularity_test_map"]),
-        # The gate's reason restates the test MAP and lift the card already shows: say it once.
-        "why": None if (row["reason"] or "").lower().startswith("test map") else row["reason"],
+        "why": _why(row["reason"]),
         "serving": card.get("serving"),
         "data": card.get("data") or {},
         "bundle_bytes": sum(files.values()) if files else None,
     }
+
+
+def _why(reason: str | None) -> str | None:
+    """What the champion card adds to its own figures: who or what made the model champion. The gate's
+    part of a reason restates the test MAP and lift the card already shows, so it is said once."""
+    if not reason or reason.lower().startswith("test map"):
+        return None
+    return re.split(r"; (?:the )?gate(?: passed it)?: ", reason, maxsplit=1)[0]
 
 
 def recent_runs(store: ResultsStore, limit: int = RECENT_RUNS) -> list[dict[str, Any]]:

@@ -385,4 +385,8 @@ def test_pages_fit_and_read_plainly(store, tmp_path):
     assert dates[2] == "2026-01-12 04:00" and dates[3] == "—"  # no "retired" date on the serving model
     confirm = client.get(f"/recsys/models/{RETIRED}/promote").text
     assert re.search(r'id="confirm">Roll back</button>', confirm)
+    # An approved champion's card says who approved it, not the gate's figures a second time.
+    _set_model(store, CHAMPION, reason="approved by ada (require_approval); gate: test MAP 0.1188 at k=20 = 1.93x")
+    card = client.get("/recsys/").text.split('id="champion"')[1].split("<h2>")[0]
+    assert 'id="champion-reason">approved by ada (require_approval)<' in card and _text(card).count("0.1188") == 2
     assert store.transaction(lambda conn: conn.execute(sa.select(sa.func.count()).select_from(models)).scalar()) == 4
