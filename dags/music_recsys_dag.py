@@ -27,6 +27,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
 
+from music_recsys import constants as C
 from music_recsys import settings
 from music_recsys.pipeline.approval import ModelApprovalOperator
 from music_recsys.pipeline.config import RunConfig
@@ -246,7 +247,7 @@ def music_recsys():
     recorded = record(plan, evaluate.output, search)
     publication = publish(plan, evaluate.output, search, data_check)
     # Skipped unless require_approval held the model back; body: its card against the champion's.
-    approval = ModelApprovalOperator(task_id="approve_model", publish_task_id="publish", retries=0)
+    approval = ModelApprovalOperator(task_id=C.APPROVAL_TASK_ID, publish_task_id="publish", retries=0)
     publication >> approval
     decided = settle(publication, approval.output)
     summary = report(plan, evaluate.output, search, recorded, data_check, decided)

@@ -42,3 +42,7 @@ POPULARITY_TRIAL_ID = "popularity"
 # Results store.
 RESULTS_CONN_ID = "recsys_results"
 SQLITE_RESULTS_FILE = "results.sqlite"
+
+# The DAG's human-in-the-loop task that asks a person to approve a model (param ``require_approval``); the
+# UI links a waiting model to this task's Required Action.
+APPROVAL_TASK_ID = "approve_model"

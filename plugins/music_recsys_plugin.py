@@ -10,6 +10,7 @@ FastAPI app is not behind Airflow's login by itself.
 from __future__ import annotations
 
 import sys
+from urllib.parse import urlsplit
 
 from airflow.configuration import conf
 from airflow.plugins_manager import AirflowPlugin
@@ -18,6 +19,12 @@ URL_PREFIX = "/recsys"
 # Airflow loads plugins in every process, each task's too (for macros); only the api-server (`airflow
 # api-server`, also what `airflow standalone` starts) serves the app, so only it imports and builds it.
 ON_API_SERVER = sys.argv[1:2] == ["api-server"]
+
+
+def base_path() -> str:
+    """The path part of ``[api] base_url`` (``/airflow`` for ``http://host/airflow/``; empty at the root):
+    Airflow serves everything under it, so the views' links start with it, as Airflow's own plugins do."""
+    return urlsplit(conf.get("api", "base_url", fallback="") or "/").path.rstrip("/")
 
 
 def _apps() -> list[dict]:
@@ -40,14 +47,14 @@ class MusicRecsysPlugin(AirflowPlugin):
     external_views = [
         {
             "name": "Recommender",
-            "href": f"{URL_PREFIX}/",
+            "href": f"{base_path()}{URL_PREFIX}/",
             "destination": "nav",
             "nav_top_level": True,
             "url_route": "recommender",
         },
         {
             "name": "Recsys results",
-            "href": f"{URL_PREFIX}/dags/{{DAG_ID}}/runs/{{RUN_ID}}",
+            "href": f"{base_path()}{URL_PREFIX}/dags/{{DAG_ID}}/runs/{{RUN_ID}}",
             "destination": "dag_run",
             "url_route": "recsys_results",
         },

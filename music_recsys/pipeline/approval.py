@@ -19,10 +19,10 @@ from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 
-from music_recsys.evaluation.catalogue import format_value
+from music_recsys.evaluation.catalogue import METRIC_BY_NAME, format_value
 
 log = logging.getLogger(__name__)
-CARD_METRICS = (("map", "MAP"), ("precision_at_k", "precision@{k}"), ("ndcg_at_k", "NDCG@{k}"), ("mpr", "MPR"))
+CARD_METRICS = ("map", "precision_at_k", "ndcg_at_k", "mpr")
 
 
 def approval_body(publication: dict[str, Any], champion: dict[str, Any] | None, data_check: dict | None) -> str:
@@ -62,12 +62,13 @@ def approval_body(publication: dict[str, Any], champion: dict[str, Any] | None, 
         return ((mine.get(group) or {}).get(split) or {}).get(metric)
 
     for split in ("validation", "test"):
-        for metric, label in CARD_METRICS:
+        for metric in CARD_METRICS:
             value = other(split, metric)
             shown = (
                 "—" if champion is None else ("not re-scored" if metric == "mpr" and rescored else format_value(value))
             )
-            lines.append(f"| {split} {label.format(k=k)} | {format_value(ours('metrics', split, metric))} | {shown} |")
+            label = METRIC_BY_NAME[metric].label_at(k)
+            lines.append(f"| {split} {label} | {format_value(ours('metrics', split, metric))} | {shown} |")
         lines.append(f"| {split} popularity MAP (top {k}) | {format_value(ours('popularity', split, 'map'))} | |")
     lift_ours = lift(ours("metrics", "test", "map"), ours("popularity", "test", "map"))
     lift_theirs = lift(other("test", "map"), ours("popularity", "test", "map")) if rescored else None
@@ -91,9 +92,10 @@ def approval_body(publication: dict[str, Any], champion: dict[str, Any] | None, 
             f"{serving.get('k')} {format_value(serving.get('recall'), 3)} at "
             f"{format_value(serving.get('qps'), 0)} q/s | |"
         )
-    verdict = (data_check or {}).get("verdict", "not recorded")
+    # The check's message names its verdict in words ("passed against run …"): the verdict is said once.
     message = ((data_check or {}).get("message") or "").split("\n")[0].removeprefix("data check: ")
-    lines += ["", f"**Data check:** {verdict} — {message}", "", f"**Gate:** {publication['reason']}"]
+    verdict = message or (data_check or {}).get("verdict", "not recorded")
+    lines += ["", f"**Data check:** {verdict}", "", f"**Gate:** {publication['reason']}"]
     return "\n".join(lines)
 
 

@@ -122,8 +122,8 @@ def segment_label(segment: dict) -> str:
     return f"{segment['name']} ({span} tracks)"
 
 
-def search_plot(rows: list[dict], k: int, path: Path) -> Path | None:
-    """Recall@k vs queries per second (log), one line per (metric, n_trees); exact baselines as lines."""
+def search_figure(rows: list[dict], k: int):
+    """The figure ``search_plot`` saves (None when no row is at ``k``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,7 +132,7 @@ def search_plot(rows: list[dict], k: int, path: Path) -> Path | None:
     at_k = [r for r in rows if r["k"] == k]
     if not at_k:
         return None
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = plt.subplots(figsize=(10, 5))
     for metric, marker in (("dot", "o"), ("angular_ip", "s")):
         for n_trees in sorted({r["n_trees"] for r in at_k if r["metric"] == metric}):
             for reranked in (False, True):
@@ -142,7 +142,9 @@ def search_plot(rows: list[dict], k: int, path: Path) -> Path | None:
                     if r["metric"] == metric and r["n_trees"] == n_trees and (r["candidates"] > k) == reranked
                 )
                 if pts:
-                    label = f"annoy {metric}, {n_trees} trees" + (", re-ranked" if reranked else "")
+                    label = f"annoy {metric}, {n_trees} tree{'s' if n_trees != 1 else ''}" + (
+                        ", re-ranked" if reranked else ""
+                    )
                     ax.plot(*zip(*pts, strict=True), marker=marker, ls=":" if reranked else "-", label=label)
     for metric, color in (("exact", "black"), ("exact_batched", "tab:red")):
         exact = next((r for r in at_k if r["metric"] == metric), None)
@@ -153,8 +155,19 @@ def search_plot(rows: list[dict], k: int, path: Path) -> Path | None:
     ax.set_ylabel("queries per second (log)")
     ax.set_title("Fast search: Annoy vs exact, same factors, one core")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="best")
+    # A dozen lines or more: the legend goes beside the axes, where it covers none of them.
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
+    return fig
+
+
+def search_plot(rows: list[dict], k: int, path: Path) -> Path | None:
+    """Recall@k vs queries per second (log), one line per (metric, n_trees); exact baselines as lines."""
+    import matplotlib.pyplot as plt
+
+    fig = search_figure(rows, k)
+    if fig is None:
+        return None
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

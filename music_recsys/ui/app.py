@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import threading
 import time
@@ -26,6 +27,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from music_recsys import constants as C
 from music_recsys.ui import pages
 from music_recsys.ui.templates import environment
 
@@ -35,12 +37,30 @@ MAX_FORM_BYTES = 4096
 # A confirmation page's form token is good for this long; after it the page has to be opened again.
 CSRF_TTL_SECONDS = 3600
 PLOT_KINDS = ("als_grid", "segments", "fast_search")
+# The trials table's columns; metric headings come from the metric catalogue with the run's k.
 TRIAL_COLUMNS = [
     ("trial_id", "trial"), ("rank", "rank"), ("reg_param", "regParam"), ("alpha", "alpha"),
-    ("transform", "transform"), ("map", "MAP"), ("map_at_k", "MAP@k"), ("precision_at_k", "precision@k"),
-    ("ndcg_at_k", "NDCG@k"), ("ndcg_graded_at_k", "graded NDCG@k"), ("mpr", "MPR"),
-    ("coverage_at_k", "coverage@k"), ("fit_seconds", "fit s"),
+    ("transform", "transform"), ("map", None), ("map_at_k", None), ("precision_at_k", None),
+    ("ndcg_at_k", None), ("ndcg_graded_at_k", None), ("mpr", None), ("coverage_at_k", None), ("fit_seconds", "fit s"),
 ]  # fmt: skip
+CARD_METRICS = ("map", "precision_at_k", "ndcg_at_k", "mpr")
+HEADLINE_METRICS = ("map", "map_at_k", "precision_at_k", "ndcg_at_k", "ndcg_graded_at_k", "mpr", "coverage_at_k")
+SEGMENT_METRICS = ("map", "ndcg_at_k", "ndcg_graded_at_k", "mpr", "mean_rec_popularity")
+_TABLE = re.compile(r"<table\b.*?</table>", re.S)
+
+
+def trial_columns(k: int | None) -> list[tuple[str, str]]:
+    """(column, heading) of the trials table, each metric's heading stating ``k``."""
+    from music_recsys.evaluation.catalogue import METRIC_BY_NAME
+
+    return [(col, heading or METRIC_BY_NAME[col].label_at(k)) for col, heading in TRIAL_COLUMNS]
+
+
+def required_action_path(dag_id: str, run_id: str, task_id: str = C.APPROVAL_TASK_ID) -> str:
+    """The Airflow UI's page of a task instance's Required Action (its human-in-the-loop form, Airflow 3.1+:
+    ``dags/:dagId/runs/:runId/tasks/:taskId/required_actions``), relative to Airflow's base path."""
+    dag, run, task = (quote(part, safe="") for part in (dag_id, run_id, task_id))
+    return f"/dags/{dag}/runs/{run}/tasks/{task}/required_actions"
 
 
 @dataclass
@@ -167,10 +187,22 @@ def create_app(settings: UISettings | None = None) -> FastAPI:
         return data_root() / "runs"
 
     def base(request: Request) -> str:
+        """This app's own path: Airflow's base path and the plugin's mount point (``/recsys``)."""
         return request.scope.get("root_path", "").rstrip("/")
 
+    def airflow_base(request: Request) -> str:
+        """Airflow's base path (``[api] base_url``'s path, which the api-server serves under): the root path
+        of the app this one is mounted in."""
+        return request.scope.get("app_root_path", "").rstrip("/")
+
     def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-        html = templates.get_template(name).render(base=base(request), dag_id=dag_id, **context)
+        airflow = airflow_base(request)
+        html = templates.get_template(name).render(
+            base=base(request), airflow=airflow, dag_id=dag_id,
+            required_action=lambda run_id: airflow + required_action_path(dag_id, run_id), **context,
+        )  # fmt: skip
+        # Every table scrolls sideways inside its own box when it is wider than the frame.
+        html = _TABLE.sub(lambda m: f'<div class="table-wrap">{m.group(0)}</div>', html)
         return HTMLResponse(html, status_code=status)
 
     @app.exception_handler(StarletteHTTPException)
@@ -183,6 +215,10 @@ def create_app(settings: UISettings | None = None) -> FastAPI:
                 return RedirectResponse(login, status_code=303)
         if exc.status_code == 404 and "text/html" in request.headers.get("accept", ""):
             return render(request, "not_found.html", 404, message=exc.detail)
+        if exc.status_code == 403 and "text/html" in request.headers.get("accept", ""):
+            action = "promoting or rolling back a model" if "/models/" in request.url.path else "this page"
+            message = exc.detail if exc.detail != "Forbidden" else f"You may not open {request.url.path}."
+            return render(request, "forbidden.html", 403, message=message, action=action)
         return await http_exception_handler(request, exc)
 
     @app.get("/", response_class=HTMLResponse, dependencies=[can_read])
@@ -202,7 +238,10 @@ def create_app(settings: UISettings | None = None) -> FastAPI:
         if done and champion and champion["row"]["model_version"] == done:
             # Said from the registry's state, not echoed from the query string.
             message = f"Model {done} is champion: {champion['row']['reason']}"
-        return render(request, "overview.html", view=view, plot=plot, can_edit=_can_edit(user, dag_id), done=message)
+        return render(
+            request, "overview.html", view=view, plot=plot, can_edit=_can_edit(user, dag_id), done=message,
+            card_metrics=CARD_METRICS,
+        )  # fmt: skip
 
     def _run_or_404(run_id: str, sort: pages.TrialSort | None = None) -> dict[str, Any]:
         try:
@@ -217,17 +256,20 @@ def create_app(settings: UISettings | None = None) -> FastAPI:
         if run_dag_id != dag_id:
             return render(request, "other_dag.html", other=run_dag_id, run_id=run_id)
         view = _run_or_404(run_id, pages.TrialSort.parse(sort, order))
+        if not view["recorded"]:  # failed before it wrote a row: what failure.json says
+            return render(request, "failed.html", v=view)
         report_html = _markdown(view["report_md"], f"{base(request)}/dags/{dag_id}/runs/{quote(run_id, safe='')}", view)
         plots = [kind for kind in PLOT_KINDS if f"{kind}.png" in view["files"] or _has_rows(view, kind)]
         return render(
             request,
             "run.html",
             v=view,
-            trial_columns=TRIAL_COLUMNS,
+            trial_columns=trial_columns(view["k"]),
+            headline_metrics=HEADLINE_METRICS,
+            segment_metrics=SEGMENT_METRICS,
             plots=plots,
             report_html=report_html,
             run_base=f"{base(request)}/dags/{dag_id}/runs/{quote(run_id, safe='')}",
-            airflow_run_url=f"/dags/{dag_id}/runs/{quote(run_id, safe='')}",
         )
 
     @app.get("/dags/{run_dag_id}/runs/{run_id}/files/{name}", dependencies=[can_read])
@@ -235,6 +277,8 @@ def create_app(settings: UISettings | None = None) -> FastAPI:
         if run_dag_id != dag_id:
             raise HTTPException(404, f"DAG {run_dag_id!r} has no recsys results")
         view = _run_or_404(run_id)
+        if not view["recorded"]:
+            raise HTTPException(404, f"run {run_id!r} recorded no results (it failed); no files to serve")
         # The name only selects among the files the folder lists; it never becomes a path itself.
         path = view["files"].get(name)
         if path is None:
@@ -250,6 +294,8 @@ def create_app(settings: UISettings | None = None) -> FastAPI:
         if run_dag_id != dag_id or kind not in PLOT_KINDS:
             raise HTTPException(404, f"no plot {kind!r} of DAG {run_dag_id!r}; plots: {', '.join(PLOT_KINDS)}")
         view = _run_or_404(run_id)
+        if not view["recorded"]:
+            raise HTTPException(404, f"run {run_id!r} recorded no results (it failed); nothing to draw")
         saved = view["files"].get(f"{kind}.png")
         if saved is not None:
             return FileResponse(saved, media_type="image/png")
@@ -274,10 +320,15 @@ def create_app(settings: UISettings | None = None) -> FastAPI:
 
         target = _target(version)
         champion = registry.champion(store())
-        verb = "Promote" if target["status"] == "candidate" else "Roll back to"
+        if target["status"] == registry.AWAITING:
+            verb, button = "Decide on", None  # answered in Airflow's Required Actions, not here
+        elif target["status"] == "candidate":
+            verb, button = "Promote", "Promote"
+        else:
+            verb, button = "Roll back to", "Roll back"
         return render(
-            request, "confirm.html", target=target, champion=champion, verb=verb, user=_user_name(user),
-            csrf_token=csrf_token(secret, user),
+            request, "confirm.html", target=target, champion=champion, verb=verb, button=button,
+            user=_user_name(user), csrf_token=csrf_token(secret, user),
         )  # fmt: skip
 
     @app.post("/models/{version}/promote", dependencies=[can_edit])
@@ -295,6 +346,12 @@ def create_app(settings: UISettings | None = None) -> FastAPI:
         target = await run_in_threadpool(_target, version)
         if target["status"] == "champion":
             return RedirectResponse(f"{base(request)}/?done={quote(version, safe='')}", status_code=303)
+        if target["status"] == registry.AWAITING:
+            raise HTTPException(
+                409,
+                f"model {version} awaits a decision in Airflow's Required Actions "
+                f"({airflow_base(request)}{required_action_path(dag_id, target['run_id'])}): answer it there",
+            )
         verb = "promoted" if target["status"] == "candidate" else "rolled back to"
         note = form.get("note", "").strip()[:300]
         reason = f"{verb} by {_user_name(user)} in the Airflow UI" + (f": {note}" if note else "")

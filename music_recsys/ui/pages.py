@@ -9,6 +9,7 @@ of the names the folder actually lists.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -64,10 +65,19 @@ def champion_view(store: ResultsStore) -> dict[str, Any] | None:
         "popularity_validation": popularity.get("validation") or {},
         "popularity_test": popularity.get("test") or {},
         "lift": lift(row["test_map"], row["popularity_test_map"]),
+        "why": _why(row["reason"]),
         "serving": card.get("serving"),
         "data": card.get("data") or {},
         "bundle_bytes": sum(files.values()) if files else None,
     }
+
+
+def _why(reason: str | None) -> str | None:
+    """What the champion card adds to its own figures: who or what made the model champion. The gate's
+    part of a reason restates the test MAP and lift the card already shows, so it is said once."""
+    if not reason or reason.lower().startswith("test map"):
+        return None
+    return re.split(r"; (?:the )?gate(?: passed it)?: ", reason, maxsplit=1)[0]
 
 
 def recent_runs(store: ResultsStore, limit: int = RECENT_RUNS) -> list[dict[str, Any]]:
@@ -83,12 +93,13 @@ def recent_runs(store: ResultsStore, limit: int = RECENT_RUNS) -> list[dict[str,
                               "run_status": r.run_status}  # fmt: skip
         best = conn.execute(
             sa.select(als_trials.c.run_id, als_trials.c.trial_id, als_trials.c.split, als_trials.c.map,
-                      als_trials.c.recorded_at).where(als_trials.c.is_best.is_(True))
+                      als_trials.c.k, als_trials.c.recorded_at).where(als_trials.c.is_best.is_(True))
         )  # fmt: skip
         for r in best:
             run = runs.setdefault(r.run_id, {"run_id": r.run_id, "logical_date": None, "verdict": None})
             run["best_trial_id"] = r.trial_id
             run[f"best_{r.split}_map"] = r.map
+            run["k"] = r.k
             run.setdefault("recorded_at", r.recorded_at)
         for r in conn.execute(sa.select(models.c.run_id, models.c.model_version, models.c.status,
                                         models.c.logical_date)):  # fmt: skip
@@ -106,11 +117,23 @@ def recent_runs(store: ResultsStore, limit: int = RECENT_RUNS) -> list[dict[str,
     return sorted(rows, key=when, reverse=True)[:limit]
 
 
+def common_k(rows: list[dict[str, Any]]) -> int | None:
+    """The k every row was measured at, or None when they differ (a table then shows k per row). Rows
+    without a k (a run that recorded no trials) have no figures to label."""
+    ks = {r["k"] for r in rows if r.get("k") is not None}
+    return ks.pop() if len(ks) == 1 else None
+
+
 def overview(store: ResultsStore) -> dict[str, Any]:
+    models_ = registry.all_models(store)
+    runs = recent_runs(store)
     return {
         "champion": champion_view(store),
-        "models": registry.all_models(store),
-        "runs": recent_runs(store),
+        "models": models_,
+        "awaiting": [m for m in models_ if m["status"] == registry.AWAITING],
+        "registry_k": common_k(models_),
+        "runs": runs,
+        "runs_k": common_k(runs),
     }
 
 
@@ -179,10 +202,31 @@ def fast_search_view(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def read_failure(runs_root: Path, run_id: str) -> dict[str, Any] | None:
+    """The run's ``failure.json`` (written by the DAG's failure callback), or None when it has none."""
+    import json
+
+    from music_recsys.pipeline.failure import FAILURE_FILE
+
+    path = report_dir(runs_root, run_id).parent / FAILURE_FILE
+    if not path.is_file():
+        return None
+    try:
+        failure = json.loads(path.read_text())
+    except ValueError:
+        return None
+    return failure if isinstance(failure, dict) else None
+
+
 def run_view(store: ResultsStore, runs_root: Path, run_id: str, sort: TrialSort | None = None) -> dict[str, Any]:
-    """Everything the run page shows. Raises ``UnknownRun`` when the store has no row of ``run_id``."""
+    """Everything the run page shows. Raises ``UnknownRun`` when the store has no row of ``run_id`` and its
+    folder no ``failure.json``; a run that failed before recording anything gets ``{"run_id", "failure"}``
+    and ``"recorded": False``."""
+    failure = read_failure(runs_root, run_id)
     if not run_known(store, run_id):
-        raise UnknownRun(f"no run {run_id!r} in the results store")
+        if failure is None:
+            raise UnknownRun(f"no run {run_id!r} in the results store")
+        return {"run_id": run_id, "failure": failure, "recorded": False}
     sort = sort or TrialSort()
     trials = store.fetch("als_trials", run_id)
     best = next((r for r in trials if r.get("is_best") and r["split"] == "validation"), None)
@@ -212,6 +256,9 @@ def run_view(store: ResultsStore, runs_root: Path, run_id: str, sort: TrialSort 
     best_test, pop_test = find(best_id, "test"), find(C.POPULARITY_TRIAL_ID, "test")
     return {
         "run_id": run_id,
+        "recorded": True,
+        "failure": failure,
+        "k": next((r["k"] for r in trials if r.get("k")), None),
         "best_trial_id": best_id,
         "best_validation": best,
         "best_test": best_test,

@@ -139,6 +139,10 @@ def _dag_tasks() -> set[str]:
             tasks.add(node.name)
         if isinstance(node, ast.keyword) and node.arg == "task_id" and isinstance(node.value, ast.Constant):
             tasks.add(node.value.value)
+        elif isinstance(node, ast.keyword) and node.arg == "task_id" and isinstance(node.value, ast.Attribute):
+            from music_recsys import constants  # task_id=C.APPROVAL_TASK_ID: a task id the package names
+
+            tasks.add(getattr(constants, node.value.attr))
     return tasks
 
 

@@ -13,6 +13,7 @@ from music_recsys.store import registry
 from tests.music_recsys.ui.ui_rows import BEST_TEST_MAP, POP_MAP, write_card
 
 CHAMPION = "20260112T030000-bbbbbb"
+CHAMPION_RUN = "manual__2026-01-12T03:00:00+00:00"
 APPROVING = registry.Policy(True, 1.1, 0.05, require_approval=True)
 RESCORED = {
     split: {"map": value, "precision_at_k": 0.0512, "ndcg_at_k": 0.2049, "k": 20}
@@ -54,19 +55,20 @@ def test_a_held_model_waits_in_its_own_status(store, tmp_path):
 def test_the_body_compares_like_with_like_and_names_k(store, tmp_path):
     publication = _held(store, tmp_path)
     champion = registry.get(store, CHAMPION)
-    body = approval.approval_body(publication, champion, {"verdict": "pass", "message": "data check: passed"})
+    check = {"verdict": "pass", "message": f"data check: passed against run {CHAMPION_RUN}"}
+    body = approval.approval_body(publication, champion, check)
     assert (
         f"| | candidate `{publication['version']}` (top 20) | champion `{CHAMPION}` re-scored on this run's data "
         "(top 20) |" in body
     )
-    assert f"| test MAP | {BEST_TEST_MAP:.4f} | 0.1155 |" in body  # the champion as re-scored, not as recorded
+    assert f"| test MAP (top 20) | {BEST_TEST_MAP:.4f} | 0.1155 |" in body  # the champion re-scored, not as recorded
     assert "| test precision@20 | 0.0594 | 0.0512 |" in body and "| validation NDCG@20 | 0.2468 | 0.2049 |" in body
     assert "| test popularity MAP (top 20) | 0.0617 | |" in body
     assert f"| test lift over popularity | {BEST_TEST_MAP / POP_MAP:.2f}x | {0.1155 / POP_MAP:.2f}x |" in body
-    assert "**Data check:** pass — passed" in body  # said once
+    assert f"**Data check:** passed against run {CHAMPION_RUN}\n" in body  # said once (#30), not "pass — passed"
     assert "**Gate:** " + registry.AWAITING_APPROVAL in body
     first = approval.approval_body({**publication, "comparison": {"how": "none"}}, None, None)
-    assert f"| test MAP | {BEST_TEST_MAP:.4f} | — |" in first and "**Data check:** not recorded" in first
+    assert f"| test MAP (top 20) | {BEST_TEST_MAP:.4f} | — |" in first and "**Data check:** not recorded" in first
     gone = {**publication, "comparison": {"how": "none", "note": "its bundle was removed by retention, ..."}}
     body = approval.approval_body(gone, champion, None)
     assert f"champion `{CHAMPION}` as recorded (top 20)" in body

@@ -4,9 +4,11 @@ anonymous ones. Pages must show the numbers the results store holds (``ui_rows``
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from html import unescape
+from urllib.parse import quote
 
 import pytest
 from fastapi import FastAPI
@@ -31,14 +33,18 @@ def auth_manager(monkeypatch):
     return create_auth_manager()
 
 
-def _client(store, tmp_path, role: str | None = "admin", name: str = "ada") -> tuple[TestClient, FastAPI]:
+def _client(
+    store, tmp_path, role: str | None = "admin", name: str = "ada", airflow_root: str = ""
+) -> tuple[TestClient, FastAPI]:
+    """The app mounted at /recsys in an app served under ``airflow_root`` (Airflow's ``[api] base_url``
+    path, which the api-server passes as its FastAPI ``root_path``)."""
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
     from airflow.api_fastapi.core_api.security import get_user
 
     app = create_app(UISettings(store=store, runs_root=tmp_path / "runs", secret_key=SECRET))
     if role is not None:
         app.dependency_overrides[get_user] = lambda: SimpleAuthManagerUser(username=name, role=role)
-    root = FastAPI()
+    root = FastAPI(root_path=airflow_root)
     root.mount("/recsys", app)
     return TestClient(root, base_url="http://127.0.0.1:8080", follow_redirects=False), app
 
@@ -66,7 +72,7 @@ def test_overview_shows_the_champion_registry_and_runs_from_the_store(store, tmp
     # Every registry version with its status; actions only where they make sense.
     for version, status in ((CHAMPION, "champion"), (RETIRED, "retired"), (CANDIDATE, "candidate")):
         assert re.search(rf'data-version="{version}">.*?status-{status}', html, re.S), version
-    assert f'href="/recsys/models/{RETIRED}/promote">Roll back to this<' in html
+    assert f'href="/recsys/models/{RETIRED}/promote">Roll back<' in html
     assert f'href="/recsys/models/{CANDIDATE}/promote">Promote<' in html
     assert f"/recsys/models/{CHAMPION}/promote" not in html and "/recsys/models/20260119T030000-dddddd/" not in html
     # The history plot is inline SVG; recent runs link to their pages, newest first, with verdicts.
@@ -225,3 +231,162 @@ def test_the_pages_and_a_rollback_work_as_a_role_that_cannot_change_the_schema(p
         token = re.search(r'name="csrf_token" value="([0-9]+\.[0-9a-f]+)"', confirm.text).group(1)
         done = client.post(f"/recsys/models/{RETIRED}/promote", data={"csrf_token": token})
         assert done.status_code == 303 and registry.champion(store)["model_version"] == RETIRED
+
+
+def _set_model(store, version: str, **values) -> None:
+    import sqlalchemy as sa
+
+    from music_recsys.store.results import models
+
+    query = sa.update(models).where(models.c.model_version == version).values(**values)
+    store.transaction(lambda conn: conn.execute(query))
+
+
+def _headers(page: str, table_id: str) -> list[str]:
+    table = page.split(f'id="{table_id}"')[1].split("</tr>")[0]
+    return [_text(h).strip() for h in re.findall(r"<th[^>]*>(.*?)</th>", table, re.S)]
+
+
+def test_every_metric_states_its_k(store, tmp_path):
+    """Issue #30: a number without its k reads like another model's. The fixture's models and trials are
+    measured at k 20."""
+    client, _ = _client(store, tmp_path)
+    page = client.get("/recsys/").text
+    card = page.split('id="champion"')[1].split("<h2>")[0]
+    assert [_text(h).strip() for h in re.findall(r"<th>(.*?)</th>", card.split("</tr>")[0])][1:] == [
+        "MAP (top 20)", "precision@20", "NDCG@20", "MPR",
+    ]  # fmt: skip
+    assert f"Test MAP (top 20) {BEST_TEST_MAP:.4f} =" in _text(card)
+    assert _headers(page, "registry")[3:6] == ["validation MAP (top 20)", "test MAP (top 20)",
+                                               "popularity test MAP (top 20)"]  # fmt: skip
+    assert _headers(page, "runs")[4:6] == ["validation MAP (top 20)", "test MAP (top 20)"]
+    run = client.get(f"/recsys/dags/music_recsys/runs/{RUN_A}").text
+    assert _headers(run, "headline")[2:9] == [
+        "MAP (top 20)", "MAP@20", "precision@20", "NDCG@20", "graded NDCG@20", "MPR", "coverage@20",
+    ]  # fmt: skip
+    trials = _headers(run, "trials")
+    assert trials[5:8] == ["MAP (top 20) ▼", "MAP@20", "precision@20"] and "coverage@20" in trials
+    assert "validation MAP (top 20) 0.1234" in _text(run) and "NDCG@20" in run.split("By listener history")[1]
+    confirm = client.get(f"/recsys/models/{RETIRED}/promote").text
+    assert "test MAP (top 20)" in _text(confirm)
+    # Models measured at different k: the registry gives each row its k instead of one in the header.
+    _set_model(store, RETIRED, k=500)
+    page = client.get("/recsys/").text
+    assert _headers(page, "registry")[3:5] == ["k", "validation MAP"]
+    assert re.search(rf'data-version="{RETIRED}">.*?<td class="num">500</td>', page, re.S)
+
+
+def test_a_model_awaiting_approval_links_its_required_action_and_offers_no_promote(store, tmp_path):
+    _set_model(store, CANDIDATE, status=registry.AWAITING, reason=registry.AWAITING_APPROVAL)
+    run = "backfill__2026-01-08T03:00:00+00:00"
+    action = f"/dags/music_recsys/runs/{quote(run, safe='')}/tasks/approve_model/required_actions"
+    client, _ = _client(store, tmp_path)
+    page = client.get("/recsys/").text
+    pending = page.split('id="awaiting"')[1].split("</div>")[0]
+    assert CANDIDATE in pending and f'href="{action}"' in pending and 'target="_top"' in pending
+    # Inside Airflow's sandboxed frame the link goes through Airflow's router (see the base template's script).
+    assert "data-airflow-page" in pending and "window.top.history.pushState" in page
+    row = re.search(rf'<tr data-version="{CANDIDATE}">.*?</tr>', page, re.S).group(0)
+    assert f'href="{action}"' in row and "/promote" not in row and "status-awaiting_approval" in row
+    # The confirmation page has no form for it, and a POST is refused: the decision is Airflow's form's.
+    confirm = client.get(f"/recsys/models/{CANDIDATE}/promote")
+    assert confirm.status_code == 200 and 'id="confirm"' not in confirm.text and f'href="{action}"' in confirm.text
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    token = csrf_token(SECRET.encode(), SimpleAuthManagerUser(username="ada", role="admin"))
+    refused = client.post(f"/recsys/models/{CANDIDATE}/promote", data={"csrf_token": token})
+    assert refused.status_code == 409 and "Required Actions" in refused.json()["detail"]
+    assert registry.get(store, CANDIDATE)["status"] == registry.AWAITING
+    # A viewer sees the link too (it may look; Airflow decides whether it may answer).
+    viewer, _ = _client(store, tmp_path, role="viewer", name="vic")
+    assert f'href="{action}"' in viewer.get("/recsys/").text
+
+
+def _failure(tmp_path, run_id: str) -> dict:
+    from music_recsys.run_folders import safe_run_id
+
+    failure = {
+        "run_id": run_id, "dag_id": "music_recsys", "stage": "prepare", "task": "prepare", "retryable": False,
+        "message": "train_path: /data/missing/train.parquet does not exist",
+        "not_run": ["grid_points", "ingest", "check_data", "finish"], "failed_after": [], "skipped": [],
+        "states": {"prepare": "failed"}, "note": "rest_api",
+    }  # fmt: skip
+    folder = tmp_path / "runs" / safe_run_id(run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "failure.json").write_text(json.dumps(failure))
+    return failure
+
+
+def test_a_failed_runs_tab_shows_its_failure_json(store, tmp_path):
+    run = "manual__failure_note"
+    _failure(tmp_path, run)
+    client, _ = _client(store, tmp_path, role="viewer")
+    page = client.get(f"/recsys/dags/music_recsys/runs/{run}", headers={"accept": "text/html"})
+    assert page.status_code == 200, page.text
+    text = _text(page.text)
+    assert "Not found" not in text and "This run failed" in text
+    assert re.search(r'id="failure-stage">prepare<', page.text) and re.search(r'id="failure-task">prepare ', page.text)
+    assert "train_path: /data/missing/train.parquet does not exist" in text
+    assert "Did not run grid_points, ingest, check_data, finish" in text
+    assert f'href="/dags/music_recsys/runs/{run}"' in page.text  # its logs, in Airflow
+    # A run that failed after recording rows keeps its page and shows the failure on top.
+    _failure(tmp_path, RUN_A)
+    page = client.get(f"/recsys/dags/music_recsys/runs/{RUN_A}").text
+    assert 'id="failure"' in page and 'id="best-trial"' in page
+    assert client.get(f"/recsys/dags/music_recsys/runs/{run}/plots/als_grid.png").status_code == 404
+
+
+def test_a_viewer_opening_an_action_gets_an_html_403_page(store, tmp_path):
+    client, _ = _client(store, tmp_path, role="viewer", name="vic")
+    page = client.get(f"/recsys/models/{RETIRED}/promote", headers={"accept": "text/html,application/xhtml+xml"})
+    assert page.status_code == 403 and page.headers["content-type"].startswith("text/html")
+    assert "Not allowed" in page.text and "edit access to DAG music_recsys" in _text(page.text)
+    assert '{"detail"' not in page.text and 'href="/recsys/"' in page.text
+    assert client.get(f"/recsys/models/{RETIRED}/promote").json() == {"detail": "Forbidden"}  # API clients: JSON
+
+
+def test_links_follow_airflows_base_path(store, tmp_path):
+    """Airflow served under /airflow ([api] base_url http://host/airflow): the api-server's root path."""
+    _set_model(store, CANDIDATE, status=registry.AWAITING)
+    client, _ = _client(store, tmp_path, airflow_root="/airflow")
+    page = client.get("/airflow/recsys/")
+    assert page.status_code == 200, page.text
+    links = [link for link in re.findall(r'href="([^"]+)"', page.text) if not link.startswith("#")]  # not the SVG's
+    assert links and all(link.startswith("/airflow/") for link in links), links
+    assert "/airflow/recsys/dags/music_recsys/runs/" in page.text
+    assert "/airflow/dags/music_recsys/runs/backfill__" in page.text  # the Required Action, in Airflow's UI
+    run = client.get(f"/airflow/recsys/dags/music_recsys/runs/{RUN_A}").text
+    assert f'href="/airflow/dags/music_recsys/runs/{quote(RUN_A, safe="")}"' in run
+    assert 'src="/airflow/recsys/dags/music_recsys/runs/' in run
+
+
+def test_pages_fit_and_read_plainly(store, tmp_path):
+    """Issue #30's small defects: tables scroll in their own box, buttons do not wrap, the champion's
+    figures are said once, one tree is "1 tree", the confirm button names its action, a champion shows no
+    retired date."""
+    import sqlalchemy as sa
+
+    from music_recsys.store.results import models
+
+    client, _ = _client(store, tmp_path)
+    card = json.loads((tmp_path / "models" / CHAMPION / "model.json").read_text())
+    card["serving"]["n_trees"] = 1
+    (tmp_path / "models" / CHAMPION / "model.json").write_text(json.dumps(card))
+    _set_model(store, CHAMPION, reason="test MAP 0.1188 = 1.93x popularity; first champion",
+               retired_at=registry.champion(store)["promoted_at"])  # fmt: skip
+    page = client.get("/recsys/").text
+    for html in (page, client.get(f"/recsys/dags/music_recsys/runs/{RUN_A}").text):
+        assert html.count("<table") == html.count('<div class="table-wrap"><table') > 0
+    assert ".table-wrap { max-width: 100%; overflow-x: auto;" in page and "white-space: nowrap" in page
+    text = _text(page)
+    assert text.lower().count("test map (top 20) 0.1188") == 1 and "1 tree," in text and "1 trees" not in text
+    row = re.search(rf'<tr data-version="{CHAMPION}">.*?</tr>', page, re.S).group(0)
+    dates = re.findall(r'<td class="nowrap">([^<]*)</td>', row)  # logical date, created, promoted, retired
+    assert dates[2] == "2026-01-12 04:00" and dates[3] == "—"  # no "retired" date on the serving model
+    confirm = client.get(f"/recsys/models/{RETIRED}/promote").text
+    assert re.search(r'id="confirm">Roll back</button>', confirm)
+    # An approved champion's card says who approved it, not the gate's figures a second time.
+    _set_model(store, CHAMPION, reason="approved by ada (require_approval); gate: test MAP 0.1188 at k=20 = 1.93x")
+    card = client.get("/recsys/").text.split('id="champion"')[1].split("<h2>")[0]
+    assert 'id="champion-reason">approved by ada (require_approval)<' in card and _text(card).count("0.1188") == 2
+    assert store.transaction(lambda conn: conn.execute(sa.select(sa.func.count()).select_from(models)).scalar()) == 4

@@ -74,3 +74,17 @@ def test_the_api_server_mounts_it_behind_the_login(plugins):
     client = TestClient(app)
     assert client.get("/recsys/").status_code == 401  # no session: never a 200 with data
     assert client.get("/recsys/", headers={"authorization": "Bearer not-a-jwt"}).status_code in (401, 403)
+
+
+def test_its_links_start_with_airflows_base_path(plugins, monkeypatch):
+    """Airflow under a sub-path (``[api] base_url = http://host/airflow/``): the views link there, not to
+    a hard-coded ``/recsys/`` at the host's root."""
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://host.example/airflow/")
+    monkeypatch.setattr(sys, "argv", ["airflow", "scheduler"])  # the views only: no app to build
+    loaded, import_errors = plugins._get_plugins()
+    ours = next(p for p in loaded if p.name == "music_recsys")
+    assert import_errors == {}
+    assert {v["name"]: v["href"] for v in ours.external_views} == {
+        "Recommender": "/airflow/recsys/",
+        "Recsys results": "/airflow/recsys/dags/{DAG_ID}/runs/{RUN_ID}",
+    }
