@@ -149,7 +149,10 @@ def scheduler(databases, connect_server, tiny_data, data_root, tmp_path_factory)
         yield {**stack, "manifests": manifests}
 
 
-def test_trigger_form_runs_a_small_grid(ui_stack):
+@pytest.fixture(scope="module")
+def form_run(ui_stack) -> dict:
+    """A small grid triggered through the trigger form in Chromium, run to its end; its model is the first
+    champion (the rollback target of the pages test). Returns the finished run."""
     airflow = ui_stack["airflow"]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with _chromium() as p:
@@ -192,23 +195,30 @@ def test_trigger_form_runs_a_small_grid(ui_stack):
                 else:
                     dialog.locator(f"input[name=element_{name}]").fill(value)
         dialog.screenshot(path=str(ARTIFACTS / "trigger_form.png"))
+        before = {r["dag_run_id"] for r in airflow.runs()}
         dialog.get_by_role("button", name="Trigger", exact=True).click()
-
-        runs = airflow.wait_for_runs(1, timeout=600)
-        assert len(runs) == 1
-        run = runs[0]
-        assert run["conf"]["ranks"] == [4] and run["conf"]["transforms"] == ["none"] and run["conf"]["k"] == 20
-        assert run["conf"]["train_path"] == "tiny/train.parquet"
-        assert run["state"] == "success"
-        tis = airflow.task_instances(run["dag_run_id"])
-        fits = [t for t in tis if t["task_id"] == "fit"]
-        assert [t["rendered_map_index"] for t in fits] == ["r4_reg0.1_a5_none"], [
-            (t["task_id"], t["state"]) for t in tis
-        ]
-        page.goto(f"{airflow.base_url}/dags/music_recsys/runs/{run['dag_run_id']}", wait_until="networkidle")
+        wait_until(lambda: {r["dag_run_id"] for r in airflow.runs()} - before, 60, "the form's run", 1)
+        (run_id,) = {r["dag_run_id"] for r in airflow.runs()} - before
+        wait_until(lambda: _run(airflow, run_id)["state"] in ("success", "failed"), 600, f"run {run_id} ended", 3)
+        page.goto(f"{airflow.base_url}/dags/music_recsys/runs/{run_id}", wait_until="networkidle")
         page.wait_for_timeout(1500)
         page.screenshot(path=str(ARTIFACTS / "grid_view.png"), full_page=True)
         browser.close()
+    return _run(airflow, run_id)
+
+
+def _run(airflow, run_id: str) -> dict:
+    return airflow.get(f"dags/music_recsys/dagRuns/{urllib.parse.quote(run_id, safe='')}")
+
+
+def test_trigger_form_runs_a_small_grid(ui_stack, form_run):
+    airflow, run = ui_stack["airflow"], form_run
+    assert run["conf"]["ranks"] == [4] and run["conf"]["transforms"] == ["none"] and run["conf"]["k"] == 20
+    assert run["conf"]["train_path"] == "tiny/train.parquet"
+    assert run["state"] == "success"
+    tis = airflow.task_instances(run["dag_run_id"])
+    fits = [t for t in tis if t["task_id"] == "fit"]
+    assert [t["rendered_map_index"] for t in fits] == ["r4_reg0.1_a5_none"], [(t["task_id"], t["state"]) for t in tis]
     assert (ARTIFACTS / "grid_view.png").stat().st_size > 20_000
 
 
@@ -237,7 +247,11 @@ def _api(airflow, path: str, method: str = "GET", body: dict | None = None, user
         return json.load(response)
 
 
-def test_a_run_that_requires_approval_waits_until_approved_through_the_api(ui_stack):
+@pytest.fixture(scope="module")
+def approval(ui_stack, form_run) -> dict:
+    """A `require_approval` run after the form's (so a champion exists to compare with): what the registry,
+    the Required Action and the pages showed while it waited, then its approval through the REST API and
+    what followed. The approval test judges it; the pages test needs its champion and the form's model."""
     airflow = ui_stack["airflow"]
     run_id = airflow.trigger(APPROVAL_CONF, "manual__require_approval")
 
@@ -246,29 +260,46 @@ def test_a_run_that_requires_approval_waits_until_approved_through_the_api(ui_st
 
     wait_until(lambda: state("approve_model") == "awaiting_input", 900, f"run {run_id} asking for approval", 3)
     publication = json.loads((run_dir(run_id) / "results" / "publish.json").read_text())
-    store = ResultsStore(ui_stack["results_url"])
-    try:
-        version = publication["version"]
-        assert publication["awaiting_approval"] and registry.get(store, version)["status"] == registry.AWAITING
-        assert (registry.champion(store) or {}).get("model_version") != version  # nothing served yet
-        quoted = urllib.parse.quote(run_id, safe="")
-        hitl = f"dags/music_recsys/dagRuns/{quoted}/taskInstances/approve_model/-1/hitlDetails"
-        detail = _api(airflow, hitl)
-        assert detail["subject"] == f"Promote model {version} to champion?"
-        assert f"| candidate `{version}` (top 20) |" in detail["body"] and "**Data check:**" in detail["body"]
-        assert "re-scored on this run's data (top 20)" in detail["body"]  # the champion, measured like the candidate
-        assert state("finish") not in ("success", "skipped")  # the run waits
+    version = publication["version"]
+    quoted = urllib.parse.quote(run_id, safe="")
+    hitl = f"dags/music_recsys/dagRuns/{quoted}/taskInstances/approve_model/-1/hitlDetails"
+    with contextlib.closing(ResultsStore(ui_stack["results_url"])) as store:
+        waiting = {
+            "status": registry.get(store, version)["status"],
+            "champion": (registry.champion(store) or {}).get("model_version"),
+            "detail": _api(airflow, hitl),
+            "finish": state("finish"),
+        }
         _see_the_pending_decision(airflow, run_id, version)
-        with pytest.raises(urllib.error.HTTPError) as refused:  # a viewer may not answer
+        try:  # a viewer may not answer
             _api(airflow, hitl, "PATCH", {"chosen_options": ["Approve"]}, user="viewer")
-        assert refused.value.code == 403
+            waiting["viewer_answer"] = 200
+        except urllib.error.HTTPError as refused:
+            waiting["viewer_answer"] = refused.code
         _api(airflow, hitl, "PATCH", {"chosen_options": ["Approve"]})
         wait_until(lambda: state("finish") == "success", 600, f"run {run_id} finished after the approval", 3)
-        champion = registry.champion(store)
-        assert champion["model_version"] == version and champion["reason"].startswith("approved by admin")
-        assert state("announce_champion") == "success"
-    finally:
-        store.close()
+        return {
+            "version": version,
+            "publication": publication,
+            "waiting": waiting,
+            "champion": registry.champion(store),
+            "announce_champion": state("announce_champion"),
+        }
+
+
+def test_a_run_that_requires_approval_waits_until_approved_through_the_api(approval):
+    version, waiting = approval["version"], approval["waiting"]
+    assert approval["publication"]["awaiting_approval"] and waiting["status"] == registry.AWAITING
+    assert waiting["champion"] != version  # nothing served while it waits
+    detail = waiting["detail"]
+    assert detail["subject"] == f"Promote model {version} to champion?"
+    assert f"| candidate `{version}` (top 20) |" in detail["body"] and "**Data check:**" in detail["body"]
+    assert "re-scored on this run's data (top 20)" in detail["body"]  # the champion, measured like the candidate
+    assert waiting["finish"] not in ("success", "skipped")  # the run waits
+    assert waiting["viewer_answer"] == 403
+    champion = approval["champion"]
+    assert champion["model_version"] == version and champion["reason"].startswith("approved by admin")
+    assert approval["announce_champion"] == "success"
 
 
 def _see_the_pending_decision(airflow, run_id: str, version: str) -> None:
@@ -298,14 +329,14 @@ def _see_the_pending_decision(airflow, run_id: str, version: str) -> None:
         browser.close()
 
 
-def test_the_recommender_pages_in_the_browser(ui_stack):
+def test_the_recommender_pages_in_the_browser(ui_stack, approval):
     airflow = ui_stack["airflow"]
     base = airflow.base_url
     store = ResultsStore(ui_stack["results_url"])
     try:
         champion = registry.champion(store)
         earlier = [m for m in registry.all_models(store) if m["status"] == "retired" and not m["bundle_removed_at"]]
-        assert champion and earlier, "needs the trigger-form run's model, retired by the approved one (run in order)"
+        assert champion and earlier, "the form run's model, retired by the approved one"
         target = earlier[0]
         trials = store.fetch("als_trials", target["run_id"])
         best = next(r for r in trials if r["is_best"] and r["split"] == "validation")
