@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,9 @@ def load_study(url: str, run_id: str, seed: int):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, multivariate=True, group=True)
+    with warnings.catch_warnings():  # multivariate TPE is "experimental" in Optuna 5, and the advised setting
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, multivariate=True, group=True)
     return optuna.create_study(
         storage=url, study_name=study_name(run_id), direction="maximize", sampler=sampler, load_if_exists=True
     )
