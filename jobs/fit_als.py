@@ -93,7 +93,10 @@ def fit_trial(
             "out_dir": str(out_dir),
         }
         if screening is not None:
-            user_rows = model.userFactors.where(model.userFactors.id.isin(screening.user_ids)).collect()
+            from pyspark.sql import functions as F
+
+            # F.col, not model.userFactors.id: on Spark Connect each userFactors call is a new DataFrame.
+            user_rows = model.userFactors.where(F.col("id").isin(screening.user_ids)).collect()
             user_ids = np.array([row["id"] for row in user_rows], dtype=np.int64)
             user_features = np.array([row["features"] for row in user_rows], dtype=np.float32).reshape(-1, spec.rank)
             item_dense = dense_factors(ids, features, n_items, spec.rank)
