@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from music_recsys import constants as C
+from music_recsys.errors import InputError
 from music_recsys.pipeline.config import RunConfig, TrialSpec
 from music_recsys.pipeline.plan import fit_kwargs, trial_entry
 from music_recsys.run_folders import RunLayout, read_json, write_json
@@ -126,8 +127,28 @@ def promoted_count(previous: int) -> int:
 
 
 def load_study(url: str, run_id: str, seed: int):
-    """The run's study in the results store (created on first use; Optuna's tables live beside ours)."""
+    """The run's study in the results store (created on first use; Optuna's tables live beside ours).
+
+    Optuna versions its tables in ``alembic_version``, the table Airflow's metadata uses too, so the
+    search refuses a results store that shares Airflow's database instead of corrupting either."""
     import optuna
+    import sqlalchemy as sa
+
+    from music_recsys.store.engine import connect_engine
+
+    engine = connect_engine(url)
+    try:
+        with engine.connect() as conn:
+            shared = "dag_run" in sa.inspect(conn).get_table_names()
+    finally:
+        engine.dispose()
+    if shared:
+        where = sa.engine.make_url(url).render_as_string(hide_password=True)
+        raise InputError(
+            f"results store {where} is also Airflow's metadata database (it has dag_run): the adaptive search "
+            "keeps its Optuna study there, and Optuna's alembic_version table would clash with Airflow's; give "
+            "the recsys_results connection a database of its own, or run with search: grid"
+        )
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with warnings.catch_warnings():  # multivariate TPE is "experimental" in Optuna 5, and the advised setting

@@ -117,7 +117,6 @@ def test_an_adaptive_search_screens_in_rounds_and_fits_the_best_within_its_budge
     import sqlalchemy as sa
 
     from music_recsys.pipeline import search
-
     from tests.stores import migrated
 
     seeds = search.seed_points(migrated(embedded.results_url), "not this run")

@@ -224,3 +224,17 @@ def test_a_retrained_run_starts_from_the_champion_and_earlier_searches(data_root
     search.propose(plan, 1, url=url, now=0.0)
     first = read_json(Path(plan["run_dir"]) / "adaptive_search" / "round_1.json")["trials"]
     assert [t["trial_id"] for t in first[:2]] == ["s1_r20_reg0.1_a1_log1p_it10", "s1_r90_reg0.5_a30_none_it12"]
+
+
+def test_the_search_refuses_a_store_that_is_airflows_metadata_database(tmp_path):
+    import sqlalchemy as sa
+
+    from music_recsys.errors import InputError
+
+    url = sqlite_url(tmp_path)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE dag_run (id INTEGER PRIMARY KEY)"))
+    engine.dispose()
+    with pytest.raises(InputError, match="also Airflow's metadata database.*database of its own"):
+        search.load_study(url, "run", 0)
