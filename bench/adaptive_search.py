@@ -84,7 +84,7 @@ def data_sets(root: Path, which: list[str], seed: int, gen_users: int, gen_items
 
 
 def main(data: list[str], k: int, seed: int, fits_per_task: int, max_fits: int, gen_users: int, gen_items: int,
-         write: bool) -> None:  # fmt: skip
+         write: bool, budget_minutes: float, grid_json: str) -> None:  # fmt: skip
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     env = demo_env()
     env["RECSYS_DATA_ROOT"] = str(REPO / "data" / f"bench_adaptive_{stamp}")  # a results store of its own
@@ -106,9 +106,13 @@ def main(data: list[str], k: int, seed: int, fits_per_task: int, max_fits: int, 
             "promote": False,  # no champion: the adaptive run must not start from the grid's best point
             "batch_k": 0,
         }
-        grid = run_once({**base, "search": "grid"})
-        print(name, "grid", json.dumps(grid), flush=True)
-        budget = grid["fit_wall"] / 60.0
+        if budget_minutes:  # the grid's figures from an earlier invocation (--grid-json)
+            grid = json.loads(Path(grid_json).read_text())[name]
+            budget = budget_minutes
+        else:
+            grid = run_once({**base, "search": "grid"})
+            print(name, "grid", json.dumps(grid), flush=True)
+            budget = grid["fit_wall"] / 60.0
         adaptive = run_once(
             {**base, "search": "adaptive", "search_budget_minutes": round(budget, 2), "search_max_fits": max_fits}
         )
@@ -153,5 +157,12 @@ if __name__ == "__main__":
     p.add_argument("--max-fits", type=int, default=60, help="adaptive search: search_max_fits")
     p.add_argument("--gen-users", type=int, default=6000, help="generated data: users")
     p.add_argument("--gen-items", type=int, default=3000, help="generated data: tracks")
+    p.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=0.0,
+        help="run the adaptive search only, with this budget; the grid's figures come from --grid-json",
+    )
+    p.add_argument("--grid-json", default="", help="with --budget-minutes: {data set name: grid run figures}")
     p.add_argument("--no-write", dest="write", action="store_false", help="do not append to bench/RESULTS.md")
     main(**vars(p.parse_args()))

@@ -338,6 +338,10 @@ def propose(plan: dict[str, Any], round_no: int, url: str | None = None, now: fl
                                                           "transform": "log1p", "max_iter": 10})]  # fmt: skip
     per_fit = sum(cost.seconds(p["rank"], p["max_iter"], rows) for p in typical) / len(typical)
     n = round_size(remaining, rounds_left, per_fit, fits_left)
+    if round_no < FINAL_ROUND:
+        # A screening round takes at most half of the fits left: round 1 is sized from the prior alone,
+        # and a machine slower than the prior must not let it spend the whole search.
+        n = min(n, math.ceil(fits_left / 2))
     points: list[tuple[dict[str, Any], int | None]] = []  # (point, promoted from Optuna trial number)
     if round_no == FINAL_ROUND:
         # Successive halving's last rung: the best of the round before, as many as the budget allows.
