@@ -145,6 +145,8 @@ def publish(
         annoy = {key: point[key] for key in keys}
     fingerprint = data_fingerprint(ingest)
     card_settings = {name: getattr(config, name) for name in CARD_SETTINGS}
+    if trial.get("max_iter"):  # an adaptive search's point carries its own iterations
+        card_settings["max_iter"] = trial["max_iter"]
     inputs = digest(
         fingerprint["hash"], trial["trial_id"], card_settings, annoy, {n: array_digest(a) for n, a in arrays.items()}
     )
