@@ -8,7 +8,9 @@ NDCG, MPR, coverage); picks the best point on validation and scores it on test; 
 exact top-k on its factors; publishes it as a model bundle and promotes it to champion when it passes
 the gate.
 
-Stages: `prepare` → `ingest` → `check_data` (the drop against the last good run) → `index` → `fit`
+Stages: `prepare` → `ingest` → `check_data` (the drop against the last good run) → `index` →
+(`search: adaptive` only: `propose_round_1` → `screen_round_1` → `propose_round_2` → `screen_round_2`, Optuna's
+proposals screened on a share of the users within `search_budget_minutes`) → `grid_points` → `fit`
 (mapped) → `evaluate` → `fast_search` → `record` → `publish` → `report` → `announce_champion` (emits
 `recsys_model` when the champion changed) → `finish` (retention); after `publish`, beside them,
 `batch_recommendations` (every train user's top `batch_k` into the bundle, `batch_k` 0 = off) and
@@ -32,7 +34,7 @@ from music_recsys import settings
 from music_recsys.pipeline.approval import ModelApprovalOperator
 from music_recsys.pipeline.config import RunConfig
 from music_recsys.pipeline.failure import on_run_failure, record_task_failure
-from music_recsys.pipeline.operators import SparkJobOperator
+from music_recsys.pipeline.operators import ScreeningJobOperator, SparkJobOperator
 
 JOBS_DIR = settings.jobs_dir(beside=__file__)
 # A producer that lands a new play-count drop emits this asset; the DAG then runs with its defaults
@@ -102,9 +104,31 @@ def music_recsys():
             return plan_run(context["params"], context["run_id"], logical_date.isoformat(), dates)
 
     @task
-    def grid_points(plan: dict) -> list[dict]:
-        """Arguments of every fit task: one grid point each, or `fits_per_task` points."""
-        return plan["fit_kwargs"]
+    def propose_round_1(plan: dict) -> list[dict]:
+        """Adaptive search: the first screening round's fit tasks (Optuna proposals, seeded with the
+        champion's point and earlier searches' best); none in grid mode."""
+        from music_recsys.pipeline.search import propose
+
+        return propose(plan, 1)
+
+    # The later rounds read the plan from prepare's XCom rather than through an XComArg: their upstreams are
+    # then the round before only, so a lost screening fit (skipped) is tolerated and a failure before the
+    # search stops them (upstream_failed), as it stops the fits.
+    @task(trigger_rule="none_failed_min_one_success")
+    def propose_round_2() -> list[dict]:
+        """Adaptive search: tell Optuna round 1's scores, keep its best (successive halving) and fill the
+        round's budget with new proposals at a higher fidelity; none in grid mode."""
+        from music_recsys.pipeline.search import propose
+
+        return propose(get_current_context()["ti"].xcom_pull(task_ids="prepare"), 2)
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def grid_points() -> list[dict]:
+        """Arguments of every fit task: one grid point each, or `fits_per_task` points; in adaptive search
+        the final round's points (the best screened), fitted on the full data."""
+        from music_recsys.pipeline.search import FINAL_ROUND, propose
+
+        return propose(get_current_context()["ti"].xcom_pull(task_ids="prepare"), FINAL_ROUND)
 
     @task(retries=3)
     def check_data(plan: dict, ingest_result: dict) -> dict:
@@ -140,15 +164,38 @@ def music_recsys():
         doc_md="StringIndexer fitted on train; validation/test rows with unseen ids skipped and counted.",
         **spark_defaults,
     )
+    # Every fit stage (the adaptive search's screening rounds and the final `fit`) maps the same job.
+    fit_stage = {
+        "application": str(JOBS_DIR / "fit_als.py"),
+        "map_index_template": "{{ task.grid_point }}",
+        "max_active_tis_per_dag": MAX_PARALLEL_FITS,
+        **spark_defaults,
+    }
+    # Adaptive search's screening rounds: cheaper fits (a share of the users) that score themselves on
+    # validation; in grid mode they map over nothing and are skipped.
+    round_1 = propose_round_1(plan)
+    screen_1 = ScreeningJobOperator.partial(
+        task_id="screen_round_1",
+        doc_md="Adaptive search, round 1: implicit ALS on the validation users and a share of the others, "
+        "scored on validation by the fit itself.",
+        **fit_stage,
+    ).expand_kwargs(round_1)
+    round_2 = propose_round_2()
+    screen_2 = ScreeningJobOperator.partial(
+        task_id="screen_round_2",
+        doc_md="Adaptive search, round 2: round 1's best and new proposals on a larger share of the users.",
+        **fit_stage,
+    ).expand_kwargs(round_2)
+    final_points = grid_points()
+    index >> round_1
+    [round_1, screen_1] >> round_2
+    [round_2, screen_2] >> final_points
     fit = SparkJobOperator.partial(
         task_id="fit",
-        application=str(JOBS_DIR / "fit_als.py"),
-        map_index_template="{{ task.grid_point }}",
-        max_active_tis_per_dag=MAX_PARALLEL_FITS,
         doc_md="Implicit ALS for one grid point (or `fits_per_task` points in one Spark application); saves "
         "user and item factors per point.",
-        **spark_defaults,
-    ).expand_kwargs(grid_points(plan))
+        **fit_stage,
+    ).expand_kwargs(final_points)
     evaluate = SparkJobOperator(
         task_id="evaluate",
         application=str(JOBS_DIR / "evaluate.py"),

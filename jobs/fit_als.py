@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from music_recsys import constants as C
 from music_recsys.data.fingerprint import data_fingerprint, digest
+from music_recsys.evaluation.screening import group_items, screen_metrics
 from music_recsys.model.als import apply_transform, build_als
 from music_recsys.model.factors import dense_factors
 from music_recsys.pipeline import job
@@ -44,11 +47,16 @@ def fit_trial(
     num_blocks: int,
     nonnegative: bool,
     data: str,
+    screening: Screening | None = None,
 ) -> dict:
     """Fit one grid point and save its factors; write its result JSON (also when it fails). ``data`` is the
-    digest of the training data (``training_data_digest``)."""
+    digest of the training data (``training_data_digest``); with ``screening`` (the adaptive search's cheaper
+    rounds) the fit also scores itself on validation."""
     trial_id = spec.trial_id
+    max_iter = spec.max_iter or max_iter
     params = trial_params(spec, drop_threshold, max_iter, seed, nonnegative)
+    if screening is not None:
+        params["user_fraction"] = screening.user_fraction
     params["inputs"] = digest(data, params)
     out_dir = layout.trial_dir(trial_id)
     result = layout.trial_result(trial_id)
@@ -84,6 +92,18 @@ def fit_trial(
             "num_blocks": num_blocks,
             "out_dir": str(out_dir),
         }
+        if screening is not None:
+            from pyspark.sql import functions as F
+
+            # F.col, not model.userFactors.id: on Spark Connect each userFactors call is a new DataFrame.
+            user_rows = model.userFactors.where(F.col("id").isin(screening.user_ids)).collect()
+            user_ids = np.array([row["id"] for row in user_rows], dtype=np.int64)
+            user_features = np.array([row["features"] for row in user_rows], dtype=np.float32).reshape(-1, spec.rank)
+            item_dense = dense_factors(ids, features, n_items, spec.rank)
+            report["validation"] = screen_metrics(
+                screening.truth, screening.seen, user_ids, user_features, item_dense, screening.k,
+                screening.exclude_seen,
+            )  # fmt: skip
     except Exception as exc:
         # Record why this grid point failed so evaluation can label it.
         report = {**params, **job.failure_result(exc)}
@@ -92,6 +112,49 @@ def fit_trial(
             ratings.unpersist()
     write_json(result, report)
     return report
+
+
+@dataclass(frozen=True)
+class Screening:
+    """A screening round's settings and what it scores against: validation truth and train history."""
+
+    user_fraction: float
+    k: int
+    exclude_seen: bool
+    truth: dict
+    seen: dict
+
+    @property
+    def user_ids(self) -> list[int]:
+        return sorted(self.truth)
+
+
+def screening_inputs(train: str, user_fraction: float, k: int, exclude_seen: bool) -> Screening:
+    """Validation truth (``<index dir>/validation``) and every validation user's train items, read on the driver."""
+    import pyarrow.dataset as ds
+
+    def columns(path: Path, names: list[str]) -> list[np.ndarray]:
+        table = ds.dataset(str(path), format="parquet").to_table(columns=names)
+        return [table[name].to_numpy() for name in names]
+
+    users, items, counts = columns(Path(train).parent / "validation", [C.USER_IDX, C.ITEM_IDX, C.COUNT])
+    truth = group_items(users, items, counts)
+    train_users, train_items = columns(Path(train), [C.USER_IDX, C.ITEM_IDX])
+    keep = np.isin(train_users, np.fromiter(truth, dtype=np.int64))
+    seen = group_items(train_users[keep], train_items[keep])
+    return Screening(user_fraction, k, exclude_seen, truth, seen)
+
+
+def sample_users(indexed, screening: Screening, seed: int):
+    """The validation users' rows and about ``user_fraction`` of the other users' (a seeded hash of the user
+    index, so every point of a round fits the same users)."""
+    from pyspark.sql import functions as F
+
+    if screening.user_fraction >= 1.0:
+        return indexed
+    bucket = F.abs(F.hash(F.col(C.USER_IDX), F.lit(seed))) % 10_000
+    held_out = F.col(C.USER_IDX).isin(screening.user_ids)
+    return indexed.where(held_out | (bucket < int(round(screening.user_fraction * 10_000))))
 
 
 def index_shape(train: str) -> tuple[int, int]:
@@ -132,6 +195,9 @@ def run(
     result: str,
     nonnegative: bool,
     num_blocks: int = 0,
+    user_fraction: float = 1.0,
+    score_k: int = 0,
+    keep_seen: bool = False,
 ) -> dict:
     """Fit every given grid point in this one Spark session, reading the indexed data once.
 
@@ -140,7 +206,10 @@ def run(
     layout = RunLayout(run_dir)
     specs = [TrialSpec.parse(text) for text in trials]
     indexed = spark.read.parquet(train)
-    if len(specs) > 1:  # read once for every point of this task
+    screening = screening_inputs(train, user_fraction, score_k, not keep_seen) if score_k else None
+    if screening is not None:
+        indexed = sample_users(indexed, screening, seed)
+    if len(specs) > 1 or screening is not None:  # read once for every point of this task
         indexed = indexed.cache()
     shape = index_shape(train)
     # 0 = one ALS block per core Spark gives the job (local: the machine's cores; cluster: executor cores).
@@ -149,15 +218,19 @@ def run(
     data = training_data_digest(layout, train)
     try:
         for spec in specs:
-            params = trial_params(spec, drop_threshold, max_iter, seed, nonnegative)
+            params = trial_params(spec, drop_threshold, spec.max_iter or max_iter, seed, nonnegative)
+            if screening is not None:
+                params["user_fraction"] = screening.user_fraction
             if (report := earlier_success(layout, spec, digest(data, params))) is not None:
                 summary["kept_from_earlier_attempt"].append(spec.trial_id)
             else:
                 report = fit_trial(
-                    spark, indexed, shape, spec, layout, drop_threshold, max_iter, seed, num_blocks, nonnegative, data
-                )
+                    spark, indexed, shape, spec, layout, drop_threshold, max_iter, seed, num_blocks, nonnegative, data,
+                    screening,
+                )  # fmt: skip
             summary["trials"][spec.trial_id] = {
-                key: report.get(key) for key in ("status", "fit_seconds", "n_ratings", "error", "retryable")
+                key: report.get(key)
+                for key in ("status", "fit_seconds", "n_ratings", "error", "retryable", "validation")
             }
             if report["status"] != "success":
                 summary["failed"].append(spec.trial_id)
@@ -182,8 +255,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         dest="trials",
         action="append",
         required=True,
-        metavar="RANK,REG_PARAM,ALPHA,TRANSFORM",
-        help="a grid point, e.g. 10,0.1,1.0,log1p; repeat to fit several in this one Spark application",
+        metavar="RANK,REG_PARAM,ALPHA,TRANSFORM[,MAX_ITER,STAGE]",
+        help="a grid point, e.g. 10,0.1,1.0,log1p (or with its own iterations and search stage, "
+        "64,0.5,10.0,log1p,12,s1); repeat to fit several in this one Spark application",
     )
     p.add_argument("--drop-threshold", type=int, required=True, help="drop counts <= this for drop transforms")
     p.add_argument("--max-iter", type=int, required=True, help="ALS iterations")
@@ -200,6 +274,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="ALS user and item blocks; 0 = Spark's default parallelism (one per core)",
     )
+    p.add_argument(
+        "--user-fraction",
+        type=float,
+        default=1.0,
+        help="adaptive search screening: fit on the validation users and about this share of the other users",
+    )
+    p.add_argument(
+        "--score-k",
+        type=int,
+        default=0,
+        help="adaptive search screening: also score each point's validation metrics at this k (0 = do not)",
+    )
+    p.add_argument("--keep-seen", action="store_true", help="with --score-k: keep train items in the lists")
     p.add_argument("--result", required=True, help="path of this task's JSON summary")
     return p.parse_args(argv)
 

@@ -34,6 +34,19 @@ DEFAULT_REG_PARAMS = (0.1, 1.0, 10.0)
 DEFAULT_ALPHAS = (1.0, 5.0, 10.0)
 DEFAULT_TRANSFORMS = ("none", "log1p")
 
+# Adaptive search (music_recsys.pipeline.search): the space Optuna's TPE sampler proposes from (rank, regParam
+# and alpha log-uniform), the cheaper screening rounds before the final full-data round, and the share of
+# non-hold-out train users each screening round fits on (hold-out users are always kept: they are scored).
+SEARCH_MODES = ("grid", "adaptive")
+SEARCH_RANK = (8, 256)
+SEARCH_REG_PARAM = (0.01, 10.0)
+SEARCH_ALPHA = (0.1, 100.0)
+SEARCH_MAX_ITER = (5, 20)
+SCREEN_ROUNDS = 2
+SCREEN_FRACTIONS = (0.25, 0.5)
+# Successive halving: each round keeps about 1/SEARCH_ETA of the previous round's points.
+SEARCH_ETA = 3
+
 DEFAULT_ANNOY_TREES = (1, 5, 10, 30)
 DEFAULT_ANNOY_SEARCH_K = (100, 500, 1000, 5000, 10000, 50000, 100000, 500000)
 

@@ -43,33 +43,49 @@ def _fmt_num(value: float) -> str:
 
 @dataclass(frozen=True)
 class TrialSpec:
-    """One ALS grid point; ``str()`` gives the ``RANK,REG_PARAM,ALPHA,TRANSFORM`` form the fit job takes."""
+    """One ALS point; ``str()`` gives the ``RANK,REG_PARAM,ALPHA,TRANSFORM`` form the fit job takes.
+
+    The adaptive search's points also carry their own ``max_iter`` and the ``stage`` that fits them
+    (``s1``, ``s2``: screening rounds; empty: the final round); ``str()`` then has six fields, and the trial
+    id names both, so the same point fitted in two rounds keeps two folders. Grid points leave them None."""
 
     rank: int
     reg_param: float
     alpha: float
     transform: str
+    max_iter: int | None = None
+    stage: str | None = None
 
     @property
     def trial_id(self) -> str:
-        return f"r{self.rank}_reg{_fmt_num(self.reg_param)}_a{_fmt_num(self.alpha)}_{self.transform}"
+        base = f"r{self.rank}_reg{_fmt_num(self.reg_param)}_a{_fmt_num(self.alpha)}_{self.transform}"
+        if self.max_iter is not None:
+            base = f"{base}_it{self.max_iter}"
+        return f"{self.stage}_{base}" if self.stage else base
 
     def as_dict(self) -> dict[str, Any]:
-        return {"trial_id": self.trial_id, **dataclasses.asdict(self)}
+        point = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return {"trial_id": self.trial_id, **point}
 
     def __str__(self) -> str:
-        return f"{self.rank},{self.reg_param!r},{self.alpha!r},{self.transform}"
+        text = f"{self.rank},{self.reg_param!r},{self.alpha!r},{self.transform}"
+        if self.max_iter is None and self.stage is None:
+            return text
+        return f"{text},{'' if self.max_iter is None else self.max_iter},{self.stage or ''}"
 
     @classmethod
     def parse(cls, text: str) -> TrialSpec:
-        """Inverse of ``str()``: ``"10,0.1,1.0,log1p"``."""
+        """Inverse of ``str()``: ``"10,0.1,1.0,log1p"`` or ``"64,0.5,10.0,log1p,12,s1"``."""
         parts = text.split(",")
-        if len(parts) != 4:
-            raise ValueError(f"trial {text!r}: expected RANK,REG_PARAM,ALPHA,TRANSFORM")
-        rank, reg_param, alpha, transform = parts
+        if len(parts) not in (4, 6):
+            raise ValueError(f"trial {text!r}: expected RANK,REG_PARAM,ALPHA,TRANSFORM[,MAX_ITER,STAGE]")
+        rank, reg_param, alpha, transform = parts[:4]
         if transform not in C.TRANSFORMS:
             raise ValueError(f"trial {text!r}: transform must be one of {list(C.TRANSFORMS)}")
-        return cls(int(rank), float(reg_param), float(alpha), transform)
+        max_iter, stage = (parts[4], parts[5]) if len(parts) == 6 else ("", "")
+        return cls(
+            int(rank), float(reg_param), float(alpha), transform, int(max_iter) if max_iter else None, stage or None
+        )
 
 
 # --- Param definitions (helpers in music_recsys.pipeline.params) ---------------------------------
@@ -122,6 +138,35 @@ class RunConfig:
         list(C.DEFAULT_TRANSFORMS),
         "How play counts become ALS ratings: none, log1p, drop (counts <= drop_threshold removed), log1p_drop.",
         {"type": "string", "enum": list(C.TRANSFORMS)},
+    )
+    search: str = _param(
+        "grid",
+        "How points are chosen: grid fits every point of ranks × reg_params × alphas × transforms; adaptive "
+        f"proposes points (rank {C.SEARCH_RANK[0]}-{C.SEARCH_RANK[1]}, regParam {C.SEARCH_REG_PARAM[0]:g}-"
+        f"{C.SEARCH_REG_PARAM[1]:g}, alpha {C.SEARCH_ALPHA[0]:g}-{C.SEARCH_ALPHA[1]:g} log-uniform, every "
+        f"transform, max_iter {C.SEARCH_MAX_ITER[0]}-{C.SEARCH_MAX_ITER[1]}) with Optuna's TPE sampler, screens "
+        f"them in {C.SCREEN_ROUNDS} cheaper rounds on a share of the users, and fits the best on the full data "
+        "(docs/search.md).",
+        "Search",
+        type="string",
+        enum=list(C.SEARCH_MODES),
+    )
+    search_budget_minutes: float = _param(
+        30.0,
+        "Adaptive search: wall time of all its fit rounds; rounds are planned from the fit seconds measured "
+        "in the round before, and the final round always fits at least one point.",
+        "Search",
+        type="number",
+        exclusiveMinimum=0,
+        maximum=7 * 24 * 60,
+    )
+    search_max_fits: int = _param(
+        60,
+        "Adaptive search: most fits over all its rounds (screening and final).",
+        "Search",
+        type="integer",
+        minimum=C.SCREEN_ROUNDS + 1,
+        maximum=MAX_MAPPED_TASKS,
     )
     drop_threshold: int = _param(
         C.DEFAULT_DROP_THRESHOLD,

@@ -155,3 +155,23 @@ class SparkJobOperator(SparkSubmitOperator):
             return
         if result.get("status") == "failed" and result.get("retryable") is False:
             raise AirflowFailException(f"{Path(self.application).name}: {result['error']} (not retried)")
+
+
+class ScreeningJobOperator(SparkJobOperator):
+    """A screening fit of the adaptive search (``music_recsys.pipeline.search``): when its last attempt
+    fails, the task ends skipped instead of failed, so the next round is still proposed (a lost fit is
+    told to Optuna as failed) while a failure before the search still stops the run."""
+
+    def execute(self, context: Any) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        try:
+            return super().execute(context)
+        except AirflowSkipException:
+            raise
+        except Exception as exc:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            if not isinstance(exc, AirflowFailException) and context["ti"].try_number <= (self.retries or 0):
+                raise  # retries left
+            raise AirflowSkipException(f"screening fit lost, the search goes on without it: {exc}") from exc

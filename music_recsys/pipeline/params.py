@@ -15,7 +15,7 @@ from typing import Any
 
 from music_recsys.errors import InputError
 
-SECTIONS = ("Data", "Grid", "Evaluation", "Data checks", "Fast search", "Publishing", "Execution")
+SECTIONS = ("Data", "Grid", "Search", "Evaluation", "Data checks", "Fast search", "Publishing", "Execution")
 
 # The path params: resolved and confined to the allowed roots instead of being put in canonical form.
 PATH_PARAMS = ("train_path", "validation_path", "test_path")

@@ -8,30 +8,30 @@ evaluation job reads the list of trials.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from music_recsys.pipeline.config import RunConfig
-from music_recsys.run_folders import RunLayout, run_dir, write_json
+from music_recsys.pipeline.config import RunConfig, TrialSpec
+from music_recsys.run_folders import RunLayout, read_json, run_dir, write_json
 from music_recsys.settings import data_root
 
 
-def build_plan(config: RunConfig, run_id: str, logical_date: str | None = None) -> dict[str, Any]:
-    """Every stage's arguments; ``logical_date`` (ISO, default now) orders runs for the data check and
-    the model registry."""
-    layout = RunLayout(run_dir(run_id))
-    specs = config.trials()
-    trials = []
-    for spec in specs:
-        trials.append(
-            {
-                **spec.as_dict(),
-                "out_dir": str(layout.trial_dir(spec.trial_id)),
-                "result": str(layout.trial_result(spec.trial_id)),
-                "nonnegative": config.nonnegative,
-            }
-        )
-    # One mapped fit task per `fits_per_task` grid points (default 1: a task per point).
-    fit_kwargs = []
+def trial_entry(config: RunConfig, layout: RunLayout, spec: TrialSpec) -> dict[str, Any]:
+    """A trial as ``plan.json`` lists it: the point, where its factors and its fit result go."""
+    return {
+        **spec.as_dict(),
+        "out_dir": str(layout.trial_dir(spec.trial_id)),
+        "result": str(layout.trial_result(spec.trial_id)),
+        "nonnegative": config.nonnegative,
+    }
+
+
+def fit_kwargs(
+    config: RunConfig, layout: RunLayout, specs: list[TrialSpec], extra_args: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """The mapped fit tasks' kwargs: one task per ``fits_per_task`` points (default 1: a task per point).
+    ``extra_args`` go to every task (the adaptive search's screening options)."""
+    tasks = []
     for first in range(0, len(specs), config.fits_per_task):
         chunk = specs[first : first + config.fits_per_task]
         ids = [spec.trial_id for spec in chunk]
@@ -50,10 +50,11 @@ def build_plan(config: RunConfig, run_id: str, logical_date: str | None = None) 
             "--nonnegative" if config.nonnegative else "--no-nonnegative",
             "--result",
             str(layout.fit_task_result(ids[0])),
+            *(extra_args or []),
         ]
         for spec in chunk:
             args += ["--trial", str(spec)]
-        fit_kwargs.append(
+        tasks.append(
             {
                 "grid_point": label,
                 "result_path": str(layout.fit_task_result(ids[0])),
@@ -61,6 +62,23 @@ def build_plan(config: RunConfig, run_id: str, logical_date: str | None = None) 
                 "application_args": args,
             }
         )
+    return tasks
+
+
+def planned_trials(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's trials as ``plan.json`` lists them now: the adaptive search writes its final round's points
+    there (after ``prepare``), the grid's are there from the start."""
+    path = Path(plan.get("plan_path") or "")
+    return read_json(path)["trials"] if path.is_file() else plan["trials"]
+
+
+def build_plan(config: RunConfig, run_id: str, logical_date: str | None = None) -> dict[str, Any]:
+    """Every stage's arguments; ``logical_date`` (ISO, default now) orders runs for the data check and
+    the model registry. In adaptive search the trials and fit tasks are left empty: the search's
+    rounds choose them (``music_recsys.pipeline.search``)."""
+    layout = RunLayout(run_dir(run_id))
+    specs = config.trials() if config.search == "grid" else []
+    trials = [trial_entry(config, layout, spec) for spec in specs]
     plan_path = layout.plan
     evaluate_args = [
         "--index-dir",
@@ -114,7 +132,8 @@ def build_plan(config: RunConfig, run_id: str, logical_date: str | None = None) 
             str(layout.stage_result("index")),
         ],
         "index_result": str(layout.stage_result("index")),
-        "fit_kwargs": fit_kwargs,
+        "search": config.search,
+        "fit_kwargs": fit_kwargs(config, layout, specs),
         "evaluate_args": evaluate_args,
         "evaluate_result": str(layout.stage_result("evaluate")),
     }

@@ -114,6 +114,7 @@ def publish(
     from music_recsys.data.fingerprint import array_digest, digest
     from music_recsys.model.factors import read_dense_factors
     from music_recsys.pipeline.config import RunConfig
+    from music_recsys.pipeline.plan import planned_trials
     from music_recsys.pipeline.tasks import open_store
     from music_recsys.store import registry
     from music_recsys.store.bundle import model_version, models_dir, played_csr, write_bundle
@@ -123,7 +124,7 @@ def publish(
     layout = RunLayout(plan["run_dir"])
     root = Path(plan.get("data_root") or settings.data_root())
     best = evaluation["best_trial_id"]
-    trial = next(t for t in plan["trials"] if t["trial_id"] == best)
+    trial = next(t for t in planned_trials(plan) if t["trial_id"] == best)
     index = read_json(layout.stage_result("index"))
     ingest = read_json(layout.stage_result("ingest"))
     n_users, n_items, rank = index["n_users"], index["n_items"], trial["rank"]
@@ -144,6 +145,8 @@ def publish(
         annoy = {key: point[key] for key in keys}
     fingerprint = data_fingerprint(ingest)
     card_settings = {name: getattr(config, name) for name in CARD_SETTINGS}
+    if trial.get("max_iter"):  # an adaptive search's point carries its own iterations
+        card_settings["max_iter"] = trial["max_iter"]
     inputs = digest(
         fingerprint["hash"], trial["trial_id"], card_settings, annoy, {n: array_digest(a) for n, a in arrays.items()}
     )

@@ -16,6 +16,7 @@ from music_recsys.evaluation.catalogue import (
     format_value,
     lower_is_better,
 )
+from music_recsys.pipeline.search import search_summary
 from music_recsys.run_folders import RunLayout, read_json, write_json
 
 
@@ -173,6 +174,73 @@ def search_plot(rows: list[dict], k: int, path: Path) -> Path | None:
     return path
 
 
+def search_progress_plot(search: dict[str, Any], path: Path) -> Path | None:
+    """Adaptive search: each trial's validation score against cumulative fit seconds (one mark per trial,
+    one marker per round) and the best score so far as a step line; the chosen point circled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trials = search["trials"]
+    if not trials:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    cumulative, xs, best, best_line = 0.0, [], None, []
+    for t in trials:
+        cumulative += t["fit_seconds"] or 0.0
+        xs.append(cumulative)
+        if t["value"] is not None:
+            best = t["value"] if best is None else max(best, t["value"])
+        best_line.append(best)
+    markers = {1: "o", 2: "s"}
+    fidelity = {r["round"]: r["fidelity"] for r in search["rounds"]}
+    for round_no in sorted(fidelity):
+        pts = [(x, t["value"]) for x, t in zip(xs, trials, strict=True) if t["round"] == round_no]
+        pts = [p for p in pts if p[1] is not None]
+        if pts:
+            label = f"round {round_no} (fidelity {fidelity[round_no]:g})"
+            ax.scatter(*zip(*pts, strict=True), marker=markers.get(round_no, "D"), label=label, alpha=0.8)
+    ax.step(xs, [b if b is not None else float("nan") for b in best_line], where="post", color="black", lw=1,
+            label="best so far")  # fmt: skip
+    chosen = [(x, t["value"]) for x, t in zip(xs, trials, strict=True) if t["trial_id"] == search["chosen"]]
+    if chosen:
+        ax.scatter(*chosen[0], s=160, facecolors="none", edgecolors="red", label=f"chosen: {search['chosen']}")
+    ax.set_xlabel("cumulative fit seconds")
+    ax.set_ylabel(f"validation {search['metric']} (screening rounds: on their share of the users)")
+    ax.set_title("Adaptive search")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _search_lines(search: dict[str, Any] | None, png: Path | None) -> list[str]:
+    if not search:
+        return []
+    lines = [
+        "## Adaptive search",
+        "",
+        f"Budget {search['budget_seconds'] / 60:.1f} min; chosen point: **{search['chosen']}** (on validation, "
+        "full data). Screening rounds fit on the validation users and a share of the others and score "
+        "themselves; the last round fits the best on the full data.",
+        "",
+        f"| round | fidelity | fits | fit s | best validation {search['metric']} | budget left when planned s | "
+        "planned s per fit |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in search["rounds"]:
+        lines.append(
+            f"| {r['round']} | {r['fidelity']:g} | {r['fits']} | {r['fit_seconds']:.1f} | {format_value(r['best'])} | "
+            f"{r['remaining_seconds']:.0f} | {r['seconds_per_fit_planned']:.1f} |"
+        )
+    if png:
+        lines += ["", f"Best so far against cumulative fit seconds, one mark per trial: `{png.name}` (Figures)."]
+    return [*lines, ""]
+
+
 def _data_check_lines(data_check: dict[str, Any] | None) -> list[str]:
     if not data_check:
         return []
@@ -246,9 +314,12 @@ def write_report(
     k = evaluation["k"]
     ann_rows = read_json(search["rows_path"])
     best_id = evaluation.get("best_trial_id")
-    grid_png = grid_plot(rows, k, out / "als_grid.png")
     segments_png = segment_plot(evaluation["segments"], best_id, "test", out / "segments.png")
     search_png = search_plot(ann_rows, max(r["k"] for r in ann_rows), out / "fast_search.png")
+    adaptive = search_summary(plan["run_dir"], evaluation)
+    progress_png = search_progress_plot(adaptive, out / "adaptive_search.png") if adaptive else None
+    # The grid figure's panels (one per regParam, a line per rank) only make sense for a grid.
+    grid_png = None if adaptive else grid_plot(rows, k, out / "als_grid.png")
 
     def find(trial_id: str | None, split: str) -> dict | None:
         return next((r for r in rows if r["trial_id"] == trial_id and r["split"] == split), None)
@@ -265,6 +336,7 @@ def write_report(
         "",
         *_data_check_lines(data_check),
         *_publication_lines(publication),
+        *_search_lines(adaptive, progress_png),
         "## Best point and generalization",
         "",
         f"| model | split | {_metric_header(ALL_METRIC_NAMES, k)} | users |",
@@ -337,7 +409,7 @@ def write_report(
         f"- Better Annoy metric on these factors: {search['better_metric']} (q/s at the target recall "
         f"{search['qps_at_target_by_metric']}, max recall {search['max_recall_by_metric']})"
     )
-    plots = [p for p in (grid_png, segments_png, search_png) if p]
+    plots = [p for p in (grid_png, progress_png, segments_png, search_png) if p]
     lines += ["", "## Figures", "", *(f"![{png.stem}]({png.name})" for png in plots)]
     report_md = out / "report.md"
     report_md.write_text("\n".join(lines) + "\n")
@@ -357,6 +429,7 @@ def write_report(
         "report": str(report_md),
         "plots": [str(p) for p in plots],
         "recorded": recorded,
+        "adaptive_search": adaptive,
     }
     write_json(out / "summary.json", summary)
     return summary

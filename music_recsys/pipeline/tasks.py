@@ -22,7 +22,7 @@ from music_recsys import settings
 from music_recsys.errors import InputError
 from music_recsys.pipeline.config import RunConfig
 from music_recsys.pipeline.params import PATH_PARAMS, ParamError, fill_date_placeholders
-from music_recsys.pipeline.plan import write_plan
+from music_recsys.pipeline.plan import planned_trials, write_plan
 from music_recsys.run_folders import RunLayout, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ def fast_search(plan: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, A
         # Deterministic: the DAG's gate keeps evaluate from running without a fit, so this is a bug or a
         # hand-made call, and a retry cannot help.
         raise InputError("no successful ALS trial to search over (see the evaluate task's result)")
-    trial = next(t for t in plan["trials"] if t["trial_id"] == best)
+    trial = next(t for t in planned_trials(plan) if t["trial_id"] == best)
     items = np.load(Path(trial["out_dir"]) / "item_factors.npy")
     n_users = read_json(layout.stage_result("index"))["n_users"]
     queries, played = _search_queries(layout, trial, n_users, len(items), config.annoy_max_queries, config.seed)
@@ -242,11 +242,19 @@ def als_rows(evaluation: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
 
 def record(plan: dict[str, Any], evaluation: dict[str, Any], search: dict[str, Any], url: str | None = None) -> dict:
     """Upsert every trial, segment and search row of this run into the results store, in one transaction."""
+    from music_recsys.pipeline import search as adaptive
+
     run_id = plan["run_id"]
+    # The adaptive search's screening fits are trials too, recorded with their round and fidelity.
+    screened = [
+        {**row, "run_id": run_id, "is_best": False, "selection_metric": evaluation["selection_metric"]}
+        for row in adaptive.screening_rows(plan, evaluation)
+    ]
     with open_store(url) as store:
+        adaptive.tell_final(plan, evaluation, store.url)
         counts = store.upsert_together(
             {
-                "als_trials": als_rows(evaluation, run_id),
+                "als_trials": als_rows(evaluation, run_id) + screened,
                 "als_segments": [{**row, "run_id": run_id} for row in evaluation["segments"]],
                 "ann_trials": [{**row, "run_id": run_id} for row in read_json(search["rows_path"])],
             }

@@ -30,6 +30,8 @@ from music_recsys.store.engine import connect_engine
 
 metadata = sa.MetaData()
 VERDICT_COMMENT = "first_run, pass, incomplete (a check could not run) or drift (the run's verdict, on every split)"
+ROUND_COMMENT = "adaptive search round (1.. screening, the last the full-data round); null in grid mode"
+FIDELITY_COMMENT = "share of the non-hold-out train users the fit saw (1 = full data); null in grid mode"
 # pg_advisory_xact_lock key of the registry's state changes (ResultsStore.locked).
 REGISTRY_LOCK_KEY = 7_310_227_002
 
@@ -63,6 +65,9 @@ als_trials = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("is_best", sa.Boolean),
     sa.Column("recorded_at", sa.DateTime(timezone=True)),
+    sa.Column("round", sa.Integer, comment=ROUND_COMMENT),
+    sa.Column("fidelity", sa.Float, comment=FIDELITY_COMMENT),
+    sa.Column("max_iter", sa.Integer, comment="ALS iterations of an adaptive search's point; null: the run's max_iter"),
 )
 
 ann_trials = sa.Table(

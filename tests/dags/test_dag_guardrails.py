@@ -6,6 +6,7 @@ of bad rows failing once, without retries: test_dag_fault_drills.py.)"""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -107,3 +108,46 @@ def test_a_thinned_drop_with_warn_finishes_and_is_not_promoted(connect_run, embe
     assert summary["model"]["status"] == "rejected" and "the data check found drift" in summary["model"]["reason"]
     assert "-60.0%" in summary["model"]["reason"]
     assert _champion(embedded) == champion
+
+
+def test_an_adaptive_search_screens_in_rounds_and_fits_the_best_within_its_budget(embedded, connect_server):
+    """``search: adaptive`` on the tiny drop with a one-minute budget and at most 6 fits: screening rounds
+    on a share of the users, the best fitted on the full data, selected on validation and recorded with
+    its round and fidelity; a retrained run's first proposals are the champion's and earlier searches' points."""
+    import sqlalchemy as sa
+
+    from music_recsys.pipeline import search
+    from tests.stores import migrated
+
+    seeds = search.seed_points(migrated(embedded.results_url), "not this run")
+    conf = {**paths("tiny"), "search": "adaptive", "search_budget_minutes": 1.0, "search_max_fits": 6,
+            "fits_per_task": 3, "k": 50, "annoy_trees": GRID["annoy_trees"], "annoy_search_k": GRID["annoy_search_k"],
+            "on_data_drift": "warn", "promote": False, "batch_k": 0}  # fmt: skip
+    dagrun = embedded.run(conf, AIRFLOW_CONN_SPARK_DEFAULT=connect_server.connection())
+    assert str(dagrun.state).endswith("success")
+    tis = task_instances(dagrun)
+    assert {str(ti.state) for ti in tis["screen_round_1"]} == {"success"}
+    summary = run_summary(dagrun.run_id)
+    rounds = search.read_rounds(summary["run_dir"])
+    assert [r["round"] for r in rounds] == [1, 2, 3] and rounds[0]["trials"]
+    assert sum(len(r["trials"]) for r in rounds) <= 6
+    first = [search.clip_point({k: t[k] for k in ("rank", "reg_param", "alpha", "transform", "max_iter")})
+             for t in rounds[0]["trials"]]  # fmt: skip
+    assert first[: len(seeds)] == seeds[: len(first)]
+    with ResultsStore(embedded.results_url) as store:
+        trials = store.transaction(
+            lambda conn: [dict(r._mapping) for r in conn.execute(sa.text(
+                "SELECT trial_id, split, round, fidelity, max_iter, map, is_best FROM als_trials "
+                "WHERE run_id = :r AND model = 'als'"), {"r": dagrun.run_id})]
+        )  # fmt: skip
+    screened = [t for t in trials if t["round"] in (1, 2)]
+    assert {(t["round"], t["fidelity"], t["split"]) for t in screened} <= {
+        (1, 0.25, "validation"),
+        (2, 0.5, "validation"),
+    }
+    assert all(t["trial_id"].startswith(f"s{t['round']}_") and t["max_iter"] for t in screened)
+    best = [t for t in trials if t["is_best"]]
+    assert {(t["trial_id"], t["round"], t["fidelity"]) for t in best} == {(summary["best_trial_id"], 3, 1.0)}
+    assert summary["adaptive_search"]["chosen"] == summary["best_trial_id"]
+    assert summary["best_validation"]["map"] > summary["popularity_validation"]["map"]
+    assert "## Adaptive search" in Path(summary["report"]).read_text()

@@ -59,6 +59,10 @@ def test_every_stage_is_a_task(dag):
     assert set(dag.task_ids) == {
         "prepare",
         "grid_points",
+        "propose_round_1",
+        "screen_round_1",
+        "propose_round_2",
+        "screen_round_2",
         "ingest",
         "check_data",
         "index",
@@ -79,6 +83,11 @@ def test_every_stage_is_a_task(dag):
     assert dag.get_task("check_data").upstream_task_ids == {"prepare", "ingest"}
     assert dag.get_task("index").upstream_task_ids >= {"check_data"}  # no fit before the data check
     assert dag.get_task("evaluate").upstream_task_ids >= {"fit"}
+    # The adaptive search's rounds run after the index, one after the other, before the final fits.
+    assert dag.get_task("propose_round_1").upstream_task_ids == {"prepare", "index"}
+    assert dag.get_task("propose_round_2").upstream_task_ids == {"propose_round_1", "screen_round_1"}
+    assert dag.get_task("grid_points").upstream_task_ids == {"propose_round_2", "screen_round_2"}
+    assert dag.get_task("fit").upstream_task_ids >= {"grid_points", "index"}
     assert dag.get_task("publish").upstream_task_ids >= {"record", "fast_search", "evaluate", "check_data"}
     # With require_approval the model waits in approve_model; settle reads the decision (skipped = none asked).
     assert dag.get_task("approve_model").upstream_task_ids == {"publish"}
@@ -137,7 +146,7 @@ BOUNDARIES = {
     "number": [-1, -0.001, 0, 0.001, 0.05, 0.5, 1, 1.0001, 2, 100, 100.5, 1000, 1001, 10000, 10001, 10**6, 10**6 + 1,
                True, "1", None],
     "boolean": [True, False, 0, 1, "true", None],
-    "string": ["", "map", "mpr", "auc", "fail", "warn", "ignore", 3, None],
+    "string": ["", "map", "mpr", "auc", "fail", "warn", "ignore", "grid", "adaptive", "random", 3, None],
 }  # fmt: skip
 
 

@@ -112,3 +112,45 @@ def test_trial_spec_round_trips_through_the_command_line():
         TrialSpec.parse("20,0.01,40,sqrt")
     with pytest.raises(ValueError, match="expected RANK,REG_PARAM,ALPHA,TRANSFORM"):
         TrialSpec.parse("20,0.01")
+
+
+@pytest.fixture(scope="module")
+def with_validation(spark, indexed_train, tmp_path_factory):
+    """The same train beside a validation split: users 0-9 each hold out 3 items they did not play."""
+    import shutil
+    from pathlib import Path
+
+    index = tmp_path_factory.mktemp("screen")
+    shutil.copytree(Path(indexed_train), index / "train")
+    shutil.copytree(Path(indexed_train).parent / "labels", index / "labels")
+    played = {(r[C.USER_IDX], r[C.ITEM_IDX]) for r in spark.read.parquet(indexed_train).collect()}
+    rows = []
+    for u in range(10):
+        unplayed = [i for i in range(N_ITEMS) if (u, i) not in played]
+        rows += [(u, i, 2) for i in unplayed[:3]]
+    spark.createDataFrame(rows, [C.USER_IDX, C.ITEM_IDX, C.COUNT]).write.parquet(str(index / "validation"))
+    return str(index / "train")
+
+
+def test_a_screening_fit_sees_a_share_of_the_users_and_scores_itself(spark, with_validation, tmp_path):
+    from music_recsys.evaluation.screening import group_items, screen_metrics
+    from music_recsys.model.factors import read_dense_factors
+
+    spec = TrialSpec(4, 0.1, 5.0, "none", 4, "s1")
+    flags = ["--no-nonnegative", "--user-fraction", "0.3", "--score-k", "5"]
+    summary = fit_als.run(spark, **_args(with_validation, tmp_path, [spec], tmp_path / "task.json", *flags))
+    result = read_json(RunLayout(tmp_path).trial_result(spec.trial_id))
+    assert summary["trials"][spec.trial_id]["validation"] == result["validation"]
+    assert (result["max_iter"], result["user_fraction"]) == (4, 0.3)  # the point's own iterations
+    # Every validation user's 8 rows, and about 30 % of the 50 other users' rows: fewer than all 480.
+    assert 10 * 8 < result["n_ratings"] < N_USERS * 8
+    # The score is the package's metrics on the factors the fit saved (played items excluded, k = 5).
+    validation = spark.read.parquet(with_validation.replace("/train", "/validation")).toPandas()
+    train = spark.read.parquet(with_validation).toPandas()
+    truth = group_items(*(validation[c].to_numpy() for c in (C.USER_IDX, C.ITEM_IDX, C.COUNT)))
+    seen = group_items(train[C.USER_IDX].to_numpy(), train[C.ITEM_IDX].to_numpy())
+    users = read_dense_factors(RunLayout(tmp_path).trial_dir(spec.trial_id) / "user_factors", N_USERS, 4)
+    items = np.load(RunLayout(tmp_path).trial_dir(spec.trial_id) / "item_factors.npy")
+    expected = screen_metrics(truth, seen, np.arange(10), users[:10], items, 5)
+    assert result["validation"] == pytest.approx(expected)
+    assert result["validation"]["n_users"] == 10 and result["validation"]["n_cold_users"] == 0

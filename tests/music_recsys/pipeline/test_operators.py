@@ -196,3 +196,41 @@ def test_a_driver_out_of_memory_is_not_retried_and_says_which_setting_to_raise(t
     assert message.startswith("toy_job.py: the Spark driver ran out of memory")
     assert "spark.driver.memory 2g" in message and "raise RECSYS_DRIVER_MEMORY" in message
     assert "Error code is: 52." in str(info.value.__cause__)
+
+
+@pytest.mark.parametrize(
+    ("result", "try_number", "expected"),
+    [
+        (None, 1, AirflowException),  # a transient failure with a retry left: retried as any fit
+        (None, 2, "skipped"),  # the last attempt: the screening fit is lost, the search goes on
+        ({"status": "failed", "retryable": False, "error": "InputError: no training rows"}, 1, "skipped"),
+    ],
+)
+def test_a_lost_screening_fit_ends_skipped_on_its_last_attempt(tmp_path, monkeypatch, result, try_number, expected):
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from music_recsys.pipeline.operators import ScreeningJobOperator
+
+    monkeypatch.setenv("AIRFLOW_CONN_TOY_SPARK", json.dumps({"conn_type": "spark", "host": "local[2]"}))
+
+    def failing_submit(self, context):
+        if result is not None:
+            Path(self.result_path).write_text(json.dumps(result))
+        raise AirflowException("Cannot execute: spark-submit ... Error code is: 1.")
+
+    monkeypatch.setattr(SparkSubmitOperator, "execute", failing_submit)
+    result_path = tmp_path / "result.json"
+    (tmp_path / "toy_job.py").write_text(JOB)
+    op = ScreeningJobOperator(task_id="screen", application=str(tmp_path / "toy_job.py"), retries=1,
+                              application_args=["--value", "x", "--result", str(result_path)],
+                              result_path=str(result_path), conn_id="toy_spark")  # fmt: skip
+    context = {"ti": SimpleNamespace(try_number=try_number)}
+    if expected == "skipped":
+        with pytest.raises(AirflowSkipException, match="screening fit lost, the search goes on without it"):
+            op.execute(context)
+    else:
+        with pytest.raises(expected) as info:
+            op.execute(context)
+        assert type(info.value) is expected

@@ -44,6 +44,46 @@ def test_migrations_make_exactly_the_codes_tables_on_postgres(postgres_url):
     assert _diff(postgres_url) == []  # column comments included
 
 
+def _migration_0003_keeps_rows_and_adds_round_and_fidelity(url: str) -> None:
+    schema.upgrade(url, "0002")
+    engine = sa.create_engine(url)
+    row = {"run_id": "r", "trial_id": "r20_reg0.1_a1_log1p", "split": "validation", "model": "als", "rank": 20,
+           "reg_param": 0.1, "alpha": 1.0, "transform": "log1p", "map": 0.3, "map_at_k": 0.31,
+           "precision_at_k": 0.05, "ndcg_at_k": 0.4, "fit_seconds": 2.5, "status": "success",
+           "is_best": True}  # fmt: skip
+    columns = ", ".join(row)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"INSERT INTO als_trials ({columns}) VALUES ({', '.join(':' + c for c in row)})"), row)
+    assert schema.upgrade(url) == {"before": "0002", "after": "0003"}
+    assert _diff(url) == []
+    with engine.connect() as conn:
+        after = dict(conn.execute(sa.text("SELECT * FROM als_trials")).one()._mapping)
+    assert {k: after[k] for k in row} == row  # every contract column kept, values untouched
+    assert (after["round"], after["fidelity"], after["max_iter"]) == (None, None, None)
+    with ResultsStore(url) as store:
+        store.upsert("als_trials", [{**row, "trial_id": "s1_r64_reg0.5_a10_log1p_it12", "round": 1,
+                                     "fidelity": 0.25, "max_iter": 12, "is_best": False}])  # fmt: skip
+        screened = next(r for r in store.fetch("als_trials", "r") if r["round"] == 1)
+    assert (screened["fidelity"], screened["max_iter"]) == (0.25, 12)
+    from alembic import command
+
+    with engine.begin() as conn:
+        command.downgrade(schema._config(conn), "0002")
+    with engine.connect() as conn:
+        names = {c["name"] for c in sa.inspect(conn).get_columns("als_trials")}
+    engine.dispose()
+    assert not {"round", "fidelity", "max_iter"} & names and set(row) <= names
+
+
+def test_migration_0003_keeps_rows_and_adds_round_and_fidelity_on_sqlite(tmp_path):
+    _migration_0003_keeps_rows_and_adds_round_and_fidelity(sqlite_url(tmp_path))
+
+
+@pytest.mark.postgres
+def test_migration_0003_keeps_rows_and_adds_round_and_fidelity_on_postgres(postgres_url):
+    _migration_0003_keeps_rows_and_adds_round_and_fidelity(postgres_url)
+
+
 def test_opening_a_store_never_changes_its_schema(tmp_path):
     path = tmp_path / "results.sqlite"
     with pytest.raises(schema.SchemaError, match="no music-recsys schema yet: run `music-recsys db upgrade`"):
@@ -90,10 +130,10 @@ def test_a_store_an_older_music_recsys_made_is_adopted(tmp_path, monkeypatch):
     monkeypatch.setenv("RECSYS_DATA_ROOT", str(root))
     path = tmp_path / "old.sqlite"
     legacy = sa.MetaData()
-    new = {  # what revision 0002 added, and one column an even older music-recsys lacked
+    new = {  # what revisions 0002 and 0003 added, and one column an even older music-recsys lacked
         "models": {"k", "compared_with", "compared_test_map", "compared_validation_map", "comparison"},
         "data_profiles": {"checksum", "skipped_checks"},
-        "als_trials": {"is_best"},
+        "als_trials": {"is_best", "round", "fidelity", "max_iter"},
     }
     for table in metadata.tables.values():  # the old schema: today's tables without those columns
         sa.Table(table.name, legacy, *[c._copy() for c in table.columns if c.name not in new.get(table.name, ())])
