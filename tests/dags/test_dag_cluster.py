@@ -28,7 +28,7 @@ def test_dag_runs_on_a_standalone_cluster(cluster, databases, airflow_db, tiny_d
         "extra": {"deploy-mode": "client"},
     }
     conf = {**paths("tiny"), "ranks": [4], "reg_params": [0.1], "alphas": [5.0], "transforms": ["none"], "k": 20,
-            "max_iter": 3, "annoy_trees": [2], "annoy_search_k": [100]}  # fmt: skip
+            "max_iter": 3, "annoy_trees": [2], "annoy_search_k": [100], "batch_k": 0}  # fmt: skip
     dagrun = Embedded(databases.create()).run(  # its own results store: the lifecycle runs' history is theirs
         conf,
         AIRFLOW_CONN_SPARK_DEFAULT=json.dumps(connection),

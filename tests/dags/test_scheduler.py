@@ -432,7 +432,7 @@ def test_the_dag_processor_writes_failure_json_and_the_runs_note(ui_stack):
         "rest_api",
     )
     assert failure["message"].startswith("train_path: ") and failure["message"].endswith("does not exist")
-    assert failure["not_run"][:3] == ["grid_points", "ingest", "check_data"] and "finish" in failure["not_run"]
+    assert failure["not_run"][:3] == ["ingest", "check_data", "index"] and "finish" in failure["not_run"]
     assert failure["states"]["prepare"] == "failed" and failure["states"]["publish"] == "upstream_failed"
     assert note == F.note_line(failure) and note.startswith("Failed at prepare (not retried: fix the input): ")
     # The run's "Recsys results" tab says why, from failure.json (it recorded nothing in the results store).

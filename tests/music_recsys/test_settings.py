@@ -28,6 +28,7 @@ DIRECT_READ = re.compile(
 # Variables a test names to show they are refused, not variables the code reads.
 NOT_SETTINGS = {"RECSYS_NO_SUCH_SETTING", "RECSYS_A", "RECSYS_B", "RECSYS_C"} | {
     "RECSYS_MODEL",  # the DAG's Asset object, not a variable
+    "RECSYS_WRITE_DOCS_IMG",  # a switch of the browser tests (screenshots into docs/img/), not of the project
 }
 
 
