@@ -118,7 +118,17 @@ def task_stats(task_instances: list[dict], run_seconds: float) -> dict:
         stages[stage] = (max(at(t, "end_date") for t in mine) - min(at(t, "start_date") for t in mine)).total_seconds()
     ingest_start = min(at(t, "start_date") for t in done if t["task_id"] == "ingest")
     evaluate_end = max(at(t, "end_date") for t in done if t["task_id"] == "evaluate")
+    # Every task's span (first start to last end of its instances), in the order the tasks started.
+    spans: dict[str, tuple[datetime, datetime]] = {}
+    for t in sorted(done, key=lambda t: at(t, "start_date")):
+        first, last = spans.get(t["task_id"], (at(t, "start_date"), at(t, "end_date")))
+        spans[t["task_id"]] = (min(first, at(t, "start_date")), max(last, at(t, "end_date")))
+    run_start = min(first for first, _ in spans.values())
     return {
+        "task_spans": {
+            task: ((first - run_start).total_seconds(), (last - first).total_seconds())
+            for task, (first, last) in spans.items()
+        },
         "fit_task_median_s": statistics.median(fits) if fits else None,
         "task_seconds_per_run_second": sum((at(t, "end_date") - at(t, "start_date")).total_seconds() for t in done)
         / run_seconds,
@@ -238,6 +248,11 @@ def main(
             if "stages" in st
         ),
     ]
+    # Where a scheduled run's time goes: each task's start (seconds after the first task started) and span.
+    for name, st in stats.items():
+        if "task_spans" in st:
+            lines += ["", f"{name}: task start s / span s", "", "| task | starts at s | span s |", "|---|---|---|"]
+            lines += [f"| {task} | {start:.1f} | {span:.1f} |" for task, (start, span) in st["task_spans"].items()]
     print("\n".join(lines))
     grid = (
         " × ".join(
