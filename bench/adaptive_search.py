@@ -83,8 +83,9 @@ def data_sets(root: Path, which: list[str], seed: int, gen_users: int, gen_items
     return out
 
 
-def main(data: list[str], k: int, seed: int, fits_per_task: int, max_fits: int, gen_users: int, gen_items: int,
+def main(data: list[str], k: int, seed: int, fits_per_task: int, max_fits: int | None, gen_users: int, gen_items: int,
          write: bool, budget_minutes: float, grid_json: str) -> None:  # fmt: skip
+    max_fits_param = {"search_max_fits": max_fits} if max_fits else {}  # else RunConfig's default
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     env = demo_env()
     env["RECSYS_DATA_ROOT"] = str(REPO / "data" / f"bench_adaptive_{stamp}")  # a results store of its own
@@ -113,9 +114,7 @@ def main(data: list[str], k: int, seed: int, fits_per_task: int, max_fits: int, 
             grid = run_once({**base, "search": "grid"})
             print(name, "grid", json.dumps(grid), flush=True)
             budget = grid["fit_wall"] / 60.0
-        adaptive = run_once(
-            {**base, "search": "adaptive", "search_budget_minutes": round(budget, 2), "search_max_fits": max_fits}
-        )
+        adaptive = run_once({**base, "search": "adaptive", "search_budget_minutes": round(budget, 2), **max_fits_param})
         print(name, "adaptive", json.dumps(adaptive), flush=True)
         for mode, r in (("grid (default, 54 points)", grid), (f"adaptive, budget {budget:.1f} min", adaptive)):
             lines.append(
@@ -137,7 +136,7 @@ def main(data: list[str], k: int, seed: int, fits_per_task: int, max_fits: int, 
     if write:
         append_section(
             "Adaptive search vs the default grid",
-            f"`bench/adaptive_search.py --fits-per-task {fits_per_task} --max-fits {max_fits} --k {k}`: "
+            f"`bench/adaptive_search.py --fits-per-task {fits_per_task} --max-fits {max_fits or '(default)'} --k {k}`: "
             f"{platform.machine()}, {os.cpu_count()} cpus, local Spark (spark-submit per task), `dag.test` (tasks "
             f"one after the other); k = {k}, played items excluded, MAP = the selection metric, on validation; "
             f"test MAP of the selected point. The adaptive budget is the grid run's fit-stage wall time; both "
@@ -154,7 +153,7 @@ if __name__ == "__main__":
     p.add_argument("--k", type=int, default=100, help="recommendations per user")
     p.add_argument("--seed", type=int, default=0, help="split, generator, model and sampler seed")
     p.add_argument("--fits-per-task", type=int, default=1, help="points per fit task, both searches")
-    p.add_argument("--max-fits", type=int, default=60, help="adaptive search: search_max_fits")
+    p.add_argument("--max-fits", type=int, help="adaptive search: search_max_fits (default: the param's)")
     p.add_argument("--gen-users", type=int, default=6000, help="generated data: users")
     p.add_argument("--gen-items", type=int, default=3000, help="generated data: tracks")
     p.add_argument(

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from music_recsys.evaluation.metrics import METRIC_NAMES, ranking_metrics
+from music_recsys.evaluation.screening import group_items
 from music_recsys.evaluation.topk import top_k_blocks
 from music_recsys.model.foldin import fold_in
 
@@ -47,12 +48,8 @@ class Interactions:
     counts: np.ndarray
 
     def by_user(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """Each user's (tracks, counts), tracks ascending."""
-        order = np.lexsort((self.tracks, self.users))
-        users, tracks, counts = self.users[order], self.tracks[order], self.counts[order]
-        starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else np.zeros(0, dtype=int)
-        ends = np.r_[starts[1:], len(users)]
-        return {int(users[s]): (tracks[s:e], counts[s:e]) for s, e in zip(starts, ends, strict=True)}
+        """Each user's (tracks, counts), tracks ascending and unique (a repeated pair's counts summed)."""
+        return group_items(self.users, self.tracks, self.counts)
 
 
 def _index_of(model_ids: Sequence[str], ids: Sequence[str]) -> np.ndarray:

@@ -27,8 +27,7 @@ def group_items(users: np.ndarray, items: np.ndarray, counts: np.ndarray | None 
         if len(chunk) == 0:
             continue
         unique, first = np.unique(items[chunk], return_index=True)
-        summed = np.add.reduceat(counts[chunk], first) if len(chunk) else counts[chunk]
-        out[int(users[chunk[0]])] = (unique, summed)
+        out[int(users[chunk[0]])] = (unique, np.add.reduceat(counts[chunk], first))
     return out
 
 
