@@ -22,6 +22,7 @@ from bench.movielens import fetch_ml100k, ml100k_splits  # noqa: E402
 from bench.results import append_section  # noqa: E402
 from music_recsys import constants as C  # noqa: E402
 from music_recsys.evaluation.metrics import ranking_metrics  # noqa: E402
+from music_recsys.evaluation.topk import top_k  # noqa: E402
 
 LAMBDAS = [10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0]
 
@@ -39,11 +40,8 @@ def ease_weights(x: np.ndarray, lam: float) -> np.ndarray:
 def scored(x: np.ndarray, b: np.ndarray, played: np.ndarray, held: dict[int, tuple], k: int) -> dict[str, float]:
     """Mean ranking metrics of the held-out users (rows of ``x``), played tracks excluded."""
     rows = np.fromiter(held, dtype=np.int64)
-    scores = x[rows] @ b
-    scores[played[rows]] = -np.inf
-    top = np.argpartition(-scores, k, axis=1)[:, :k]
-    order = np.take_along_axis(scores, top, axis=1).argsort(axis=1)[:, ::-1]
-    lists = np.take_along_axis(top, order, axis=1)
+    # The evaluation's top-k kernel: scores = X_u · B, i.e. user vectors X_u against item vectors Bᵀ.
+    lists = top_k(x[rows], b.T, k, exclude=[np.flatnonzero(played[u]) for u in rows])
     per_user = [ranking_metrics(lists[i], *held[int(u)], k) for i, u in enumerate(rows)]
     return {name: float(np.mean([m[name] for m in per_user])) for name in ("map", "precision_at_k", "ndcg_at_k")}
 
