@@ -8,9 +8,10 @@ NDCG, MPR, coverage); picks the best point on validation and scores it on test; 
 exact top-k on its factors; publishes it as a model bundle and promotes it to champion when it passes
 the gate.
 
-Stages: `prepare` → `ingest` → `check_data` (the drop against the last good run) → `index` →
-(`search: adaptive` only: `propose_round_1` → `screen_round_1` → `propose_round_2` → `screen_round_2`, Optuna's
-proposals screened on a share of the users within `search_budget_minutes`) → `grid_points` → `fit`
+Stages: `prepare` → `ingest` → `check_data` (the drop against the last good run) → `index`, and beside
+the index the search's chain `propose_round_1` → `screen_round_1` (after the index) → `propose_round_2` →
+`screen_round_2` (`search: adaptive` only: Optuna's proposals screened on a share of the users within
+`search_budget_minutes`; in grid mode they map nothing) → `grid_points` → `fit`
 (mapped) → `evaluate` → `fast_search` → `record` → `publish` → `report` → `announce_champion` (emits
 `recsys_model` when the champion changed) → `finish` (retention); after `publish`, beside them,
 `batch_recommendations` (every train user's top `batch_k` into the bundle, `batch_k` 0 = off) and
@@ -187,7 +188,10 @@ def music_recsys():
         **fit_stage,
     ).expand_kwargs(round_2)
     final_points = grid_points()
-    index >> round_1
+    # Round 1 is planned once the data check passed, while the index is built (in grid mode the chain
+    # maps nothing and is done by the time the index is); its fits need the index.
+    data_check >> round_1
+    index >> screen_1
     [round_1, screen_1] >> round_2
     [round_2, screen_2] >> final_points
     fit = SparkJobOperator.partial(

@@ -211,6 +211,12 @@ def sweep(
     ``exclude[i]`` lists the tracks query i must not get (its train tracks, as served); every answer is
     produced the way the API produces it (``served_top_k``). A re-rank factor f asks Annoy for f * k
     candidates (plus the excluded) and keeps the exact top k of those.
+
+    Once a search_k reaches recall 1 for an index, k and re-rank factor with every answer from the index
+    (none fell back to the exact search), the larger search_k values of that combination are not measured: a
+    larger search_k visits a superset of the same index's nodes and the answer is the exact top k of the best
+    candidates visited, so they could only be slower at the same recall (dominated, never on the frontier).
+    -1 (Annoy's own default) is always measured.
     """
     item_vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -281,14 +287,24 @@ def sweep(
         for metric in metrics:
             for n_trees in sorted(set(trees)):
                 searcher = AnnoySearcher(item_vectors, metric, n_trees, seed, Path(tmp) / f"{metric}_{n_trees}.ann")
+                exact_at: set[tuple[int, int]] = set()  # (k, candidates) already at recall 1 on this index
                 for search_k in meaningful_search_k(search_ks, n_trees, n_items):
                     for k in ks:
                         for factor in sorted(set(rerank_factors)):
                             n_cand = min(k * factor, n_items)
                             if factor > 1 and n_cand == k:
                                 continue  # the catalogue is too small for re-ranking to differ
+                            if search_k != -1 and (k, n_cand) in exact_at:
+                                continue  # dominated: a smaller search_k already found every top-k item
+                            fell_back: list[bool] = []
                             fn = functools.partial(
-                                _served, searcher, item_vectors, k=k, candidates=n_cand, search_k=search_k
+                                _served,
+                                searcher,
+                                item_vectors,
+                                k=k,
+                                candidates=n_cand,
+                                search_k=search_k,
+                                fell_back=fell_back,
                             )
                             measure(
                                 metric,
@@ -301,6 +317,8 @@ def sweep(
                                 searcher.build_seconds,
                                 searcher.index_bytes,
                             )
+                            if search_k != -1 and out[-1].recall == 1.0 and not any(fell_back):
+                                exact_at.add((k, n_cand))
                 searcher.close()
     return out
 
@@ -314,10 +332,14 @@ def _served(
     k,
     candidates,
     search_k,
+    fell_back: list[bool] | None = None,
 ) -> np.ndarray:
-    """The API's answer through this index; when Annoy leaves too few, the exact answer it falls back to."""
+    """The API's answer through this index; when Annoy leaves too few, the exact answer it falls back to
+    (``fell_back`` gets one entry per call: whether it did)."""
     factor = max(1, candidates // k)
     found = served_top_k(searcher.index, searcher.metric, item_vectors, query, k, exclude, factor, search_k, candidates)
+    if fell_back is not None:
+        fell_back.append(found is None)
     return found[0] if found is not None else top_k_one(item_vectors, query, k, exclude)[0]
 
 

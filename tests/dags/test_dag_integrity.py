@@ -83,8 +83,10 @@ def test_every_stage_is_a_task(dag):
     assert dag.get_task("check_data").upstream_task_ids == {"prepare", "ingest"}
     assert dag.get_task("index").upstream_task_ids >= {"check_data"}  # no fit before the data check
     assert dag.get_task("evaluate").upstream_task_ids >= {"fit"}
-    # The adaptive search's rounds run after the index, one after the other, before the final fits.
-    assert dag.get_task("propose_round_1").upstream_task_ids == {"prepare", "index"}
+    # The adaptive search's rounds, one after the other before the final fits: round 1 is planned once the data
+    # check passed, beside the index (in grid mode the chain is then done when the index is); its fits need it.
+    assert dag.get_task("propose_round_1").upstream_task_ids == {"prepare", "check_data"}
+    assert dag.get_task("screen_round_1").upstream_task_ids == {"propose_round_1", "index"}
     assert dag.get_task("propose_round_2").upstream_task_ids == {"propose_round_1", "screen_round_1"}
     assert dag.get_task("grid_points").upstream_task_ids == {"propose_round_2", "screen_round_2"}
     assert dag.get_task("fit").upstream_task_ids >= {"grid_points", "index"}

@@ -146,6 +146,31 @@ def test_sweep_rows_and_operating_point(catalogue, tmp_path):
     assert impossible["found"] is False and "no Annoy configuration" in impossible["message"]
 
 
+def test_a_search_k_past_perfect_recall_is_not_measured(catalogue, tmp_path):
+    items, queries = catalogue
+    values = [12, 40, 200, 1000]
+    rows = sweep(items, queries, ks=[10], trees=[1], search_ks=values, seed=1, workdir=tmp_path)
+    cut = 0
+    for metric in ("dot", "angular_ip"):
+        for candidates in (10, 40):
+            measured = [r for r in rows if (r.metric, r.candidates) == (metric, candidates)]
+            got = [r.search_k for r in measured]
+            assert got == values[: len(got)]  # in order, and only the tail is left out
+            assert all(r.recall < 1.0 for r in measured[:-1])  # measured on until the first perfect one
+            if len(got) < len(values):
+                cut += 1
+                assert measured[-1].recall == 1.0
+                # What was left out would have been perfect too: each measured on its own.
+                for value in values[len(got) :]:
+                    alone = sweep(items, queries, [10], [1], [value], seed=1, workdir=tmp_path, metrics=[metric])
+                    assert next(r for r in alone if r.candidates == candidates).recall == 1.0
+    assert cut  # the catalogue is small enough for some combination to be exact before 1,000
+    # A perfect recall that came from the exact fallback (too few candidates from the index) stops nothing.
+    few = sweep(items, queries, ks=[50], trees=[1], search_ks=[2, 5000], seed=1, workdir=tmp_path, metrics=["dot"])
+    fallback = [r for r in few if (r.metric, r.candidates) == ("dot", 50)]
+    assert [r.search_k for r in fallback] == [2, 5000] and fallback[0].recall == 1.0
+
+
 @pytest.mark.parametrize(("metric", "annoy_metric", "dim"), [("dot", "dot", 6), ("angular_ip", "angular", 7)])
 def test_one_metric_mapping_for_building_querying_and_loading(catalogue, tmp_path, metric, annoy_metric, dim):
     items, queries = catalogue

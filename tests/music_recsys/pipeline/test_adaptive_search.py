@@ -7,9 +7,6 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from music_recsys import constants as C
@@ -82,13 +79,9 @@ def _plan(data_root: Path, **params) -> dict:
         {**{f"{s}_path": f"search_inputs/{s}.txt" for s in ("train", "validation", "test")}, "k": 20, **params}
     )
     plan = write_plan(config, f"manual__search_{next(_runs)}", "2026-01-05T03:00:00+00:00")
-    train = RunLayout(plan["run_dir"]).index_dir / "train"
-    train.mkdir(parents=True)
-    rows = 1000
-    pq.write_table(
-        pa.table({C.USER_IDX: np.arange(rows) % 50, C.ITEM_IDX: np.arange(rows) % 70, C.COUNT: np.ones(rows)}),
-        train / "part-0.parquet",
-    )
+    layout = RunLayout(plan["run_dir"])
+    layout.stage_result("ingest").parent.mkdir(parents=True, exist_ok=True)
+    write_json(layout.stage_result("ingest"), {"splits": {"train": {"rows_written": 1000}}})
     return plan
 
 
