@@ -4,7 +4,7 @@ Java BLAS, and against the ``implicit`` library, at several ranks on the same ra
 A JVM picks its BLAS once, when netlib first loads, so each side is its own Spark session in its own
 process: native with the jobs' JVM flags (once with OpenBLAS's default threads, once with one BLAS thread
 per call), and Java with netlib's properties that refuse native code added
-(``install_check.JAVA_BLAS_OPTIONS``). Each session reports the BLAS and LAPACK classes and the environment
+(``pipeline.spark.JAVA_BLAS_OPTIONS``). Each session reports the BLAS and LAPACK classes and the environment
 it got, and the run stops if a side did not get what it is named for. The sessions stay up and fit in
 turn, one at a time, their order reversed every other run (A B C, then C B A), so every ratio is measured
 side by side. The fit is the project's ``build_als`` (implicit, unconstrained), timed after a warm-up fit,
@@ -43,7 +43,8 @@ from bench.als_fit import implicit_fit, indexed, validation_map  # noqa: E402
 from bench.movielens import fetch_ml100k, ml100k_splits  # noqa: E402
 from bench.results import append_section  # noqa: E402
 from music_recsys.data.generate import GeneratorConfig, generate  # noqa: E402
-from music_recsys.pipeline.install_check import JAVA_BLAS_OPTIONS, is_native, spark_blas_classes  # noqa: E402
+from music_recsys.pipeline.install_check import is_native, spark_blas_classes  # noqa: E402
+from music_recsys.pipeline.spark import JAVA_BLAS_OPTIONS  # noqa: E402
 
 DATA = ("movielens-100k", "generated")
 SOLVERS = ("cg", "cholesky")

@@ -184,6 +184,18 @@ def earlier_success(layout: RunLayout, spec: TrialSpec, inputs: str) -> dict | N
     return report if report.get("status") == "success" and report.get("inputs") == inputs else None
 
 
+def blas_in_use(spark) -> str | None:
+    """The BLAS class Spark's ALS calls in this application's driver JVM (where a local master fits), as
+    ``RECSYS_NATIVE_BLAS_MIN_RANK`` chose it; None on Spark Connect, where the server's JVM decides."""
+    from music_recsys.pipeline.install_check import spark_blas_classes
+
+    try:
+        jvm = spark._jvm
+    except Exception:  # a Connect session has no JVM of its own (PySparkAttributeError)
+        return None
+    return spark_blas_classes(jvm)[0] if jvm is not None else None
+
+
 def run(
     spark,
     train: str,
@@ -214,7 +226,7 @@ def run(
     shape = index_shape(train)
     # 0 = one ALS block per core Spark gives the job (local: the machine's cores; cluster: executor cores).
     num_blocks = num_blocks or default_parallelism(spark)
-    summary: dict = {"trials": {}, "kept_from_earlier_attempt": [], "failed": []}
+    summary: dict = {"trials": {}, "kept_from_earlier_attempt": [], "failed": [], "blas": blas_in_use(spark)}
     data = training_data_digest(layout, train)
     try:
         for spec in specs:

@@ -292,8 +292,10 @@ def sweep(
                     for k in ks:
                         for factor in sorted(set(rerank_factors)):
                             n_cand = min(k * factor, n_items)
-                            if factor > 1 and n_cand == k:
-                                continue  # the catalogue is too small for re-ranking to differ
+                            if factor > 1 and n_cand in (k, n_items):
+                                # The catalogue is too small for re-ranking to differ, or re-ranking would
+                                # take every track: the exact search by a detour (slower, same answer).
+                                continue
                             if search_k != -1 and (k, n_cand) in exact_at:
                                 continue  # dominated: a smaller search_k already found every top-k item
                             fell_back: list[bool] = []

@@ -255,7 +255,8 @@ class RunConfig:
     annoy_search_k: list[int] = _grid(
         list(C.DEFAULT_ANNOY_SEARCH_K),
         "Annoy search_k values; -1 = Annoy's default (n_trees * k), 0 is not allowed. Values past an "
-        "exhaustive search are trimmed.",
+        "exhaustive search are trimmed, and so are those above one that already found every top-k track "
+        "from the index (slower at the same recall).",
         {"type": "integer", "minimum": -1, "maximum": 100000000, "not": {"const": 0}},
         section="Fast search",
     )

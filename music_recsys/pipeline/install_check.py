@@ -23,8 +23,6 @@ from typing import Any
 SPARK_BLAS = ("org.apache.spark.ml.linalg.BLAS", "nativeBLAS")
 SPARK_LAPACK = ("org.apache.spark.mllib.linalg.LAPACK", "nativeLAPACK")
 NATIVE_BLAS_PACKAGE = "libopenblas0-pthread"
-# JVM flags that make netlib skip the native libraries (what a machine without them gets).
-JAVA_BLAS_OPTIONS = "-Ddev.ludovic.netlib.blas.allowNative=false -Ddev.ludovic.netlib.lapack.allowNative=false"
 
 
 def spark_jar_version() -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from music_recsys.pipeline.config import RunConfig, TrialSpec
+from music_recsys.pipeline.spark import fit_conf
 from music_recsys.run_folders import RunLayout, read_json, run_dir, write_json
 from music_recsys.settings import data_root
 
@@ -54,14 +55,15 @@ def fit_kwargs(
         ]
         for spec in chunk:
             args += ["--trial", str(spec)]
-        tasks.append(
-            {
-                "grid_point": label,
-                "result_path": str(layout.fit_task_result(ids[0])),
-                "name": f"music_recsys.fit.{label}",
-                "application_args": args,
-            }
-        )
+        task = {
+            "grid_point": label,
+            "result_path": str(layout.fit_task_result(ids[0])),
+            "name": f"music_recsys.fit.{label}",
+            "application_args": args,
+        }
+        if conf := fit_conf(max(spec.rank for spec in chunk)):  # Java BLAS for low ranks (spark-submit)
+            task["conf"] = conf
+        tasks.append(task)
     return tasks
 
 

@@ -64,6 +64,23 @@ def spark_env() -> dict[str, str]:
     return {"OPENBLAS_NUM_THREADS": str(settings.integer("RECSYS_SPARK_BLAS_THREADS", minimum=1))}
 
 
+# JVM flags that make netlib skip the native libraries: Spark's ALS then runs its BLAS and LAPACK in Java.
+JAVA_BLAS_OPTIONS = "-Ddev.ludovic.netlib.blas.allowNative=false -Ddev.ludovic.netlib.lapack.allowNative=false"
+
+
+def fit_conf(max_rank: int) -> dict[str, str]:
+    """A fit application's settings beyond ``spark_conf()``: netlib's Java BLAS when its highest rank is below
+    ``RECSYS_NATIVE_BLAS_MIN_RANK``. A rank-k normal equation is built from one packed rank-1 update (``dspr``)
+    per rating; at small k a native call's JNI crossing costs more than the update, so native BLAS paid only
+    from rank 64 on, and at rank 20 fit slower than Java (docs/benchmarks.md, "Native BLAS")."""
+    if max_rank >= settings.integer("RECSYS_NATIVE_BLAS_MIN_RANK", minimum=0):
+        return {}
+    return {
+        "spark.driver.extraJavaOptions": f"{java_options()} {JAVA_BLAS_OPTIONS}",
+        "spark.executor.extraJavaOptions": f"{executor_java_options()} {JAVA_BLAS_OPTIONS}",
+    }
+
+
 # Session-level settings, the only ones a Spark Connect client can set (the rest belong to the server).
 RUNTIME_KEYS = ("spark.sql.shuffle.partitions", "spark.sql.execution.arrow.pyspark.enabled")
 

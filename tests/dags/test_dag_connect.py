@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from harness.airflow import run_summary
+from music_recsys.run_folders import read_json, run_dir
 from music_recsys.store import registry
 from music_recsys.store.results import ResultsStore
 from tests.dags.dagruns import VICTIM, task_instances
@@ -55,6 +56,9 @@ def test_a_crashed_connect_server_fails_the_fit_and_the_retry_succeeds(connect_r
     store.close()
     keys = [(r["trial_id"], r["split"]) for r in rows]
     assert len(keys) == len(set(keys)) == 7  # popularity + 4 points on validation, popularity + best on test
+    # The BLAS of a Connect fit is the server's JVM's: the client has none to ask, and says so.
+    summary = read_json(run_dir(connect_run["dagrun"].run_id) / "results" / "fit_tasks" / f"{VICTIM.trial_id}.json")
+    assert summary["blas"] is None and summary["failed"] == []
 
 
 def test_the_served_api_switched_to_the_new_champion_without_a_failed_request(connect_run, reference_run, embedded):

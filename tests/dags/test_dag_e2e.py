@@ -107,6 +107,9 @@ def test_a_killed_fit_is_retried_and_a_point_that_cannot_fit_is_not(reference_ru
     summary = read_json(run / "results" / "fit_tasks" / "r8_reg0.1_a1_none.json")
     assert set(summary["trials"]) == WORKING and summary["failed"] == []
     assert set(summary["kept_from_earlier_attempt"]) <= {"r8_reg0.1_a1_none"}
+    # Rank 8 is below RECSYS_NATIVE_BLAS_MIN_RANK (40): the task's JVM fitted on netlib's Java BLAS, which the
+    # machine's native OpenBLAS would otherwise have replaced (docs/benchmarks.md, "Native BLAS").
+    assert summary["blas"] == "dev.ludovic.netlib.blas.VectorBLAS"
 
 
 def test_rerecording_the_same_run_rewrites_identical_rows(reference_run, embedded):

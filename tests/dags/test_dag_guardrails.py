@@ -13,6 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness.airflow import run_summary
+from music_recsys.pipeline.plan import planned_trials
+from music_recsys.run_folders import RunLayout, read_json, run_dir
 from music_recsys.store import registry
 from music_recsys.store.results import ResultsStore
 from tests.dags.dagruns import GRID, paths, task_instances
@@ -40,46 +42,51 @@ def _champion(embedded) -> str:
     return version
 
 
-def test_a_backfill_of_an_older_date_leaves_the_champion_alone(connect_run, embedded, connect_server):
+@pytest.fixture(scope="module")
+def older_backfill(connect_run, embedded, connect_server) -> dict:
+    """A backfill of an older date (the grid at k 50) after the Connect run made its champion."""
     champion = _champion(embedded)
     dagrun = embedded.run(
         {**paths("tiny"), **GRID},
         logical_date=datetime(2026, 1, 5, 3, tzinfo=UTC),
         AIRFLOW_CONN_SPARK_DEFAULT=connect_server.connection(),
     )
+    return {"dagrun": dagrun, "champion_before": champion, "champion_after": _champion(embedded)}
+
+
+def test_a_backfill_of_an_older_date_leaves_the_champion_alone(older_backfill):
+    dagrun = older_backfill["dagrun"]
     assert str(dagrun.state).endswith("success")
     model = run_summary(dagrun.run_id)["model"]
     assert model["status"] == "candidate" and "a backfill never replaces a newer model" in model["reason"]
-    assert _champion(embedded) == champion
+    assert older_backfill["champion_after"] == older_backfill["champion_before"]
     assert {ti.state for ti in task_instances(dagrun)["announce_champion"]} == {"skipped"}  # no asset event
 
 
-ONE_POINT = {**GRID, "alphas": [10.0], "transforms": ["none"]}
-
-
-def test_the_same_trial_at_another_k_is_compared_like_for_like(connect_run, embedded, connect_server):
-    """The issue's report: a champion measured at k 100, then the very same trial (params, seed, data) at
-    the default k 500. The gate compares the candidate with the champion re-scored on its data at k 500,
-    not with the champion's own k-100 figures."""
-    connection = connect_server.connection()
-    first = embedded.run(
-        {**paths("tiny"), **ONE_POINT, "k": 100}, datetime.now(UTC), AIRFLOW_CONN_SPARK_DEFAULT=connection
-    )
-    at_100 = run_summary(first.run_id)["model"]["version"]
+def test_the_same_trial_at_another_k_is_compared_like_for_like(older_backfill, embedded, connect_server):
+    """The issue's report: a champion measured at one k (the backfill's model, k 50), then the very same
+    trial (params, seed, data) at k 500. The gate compares the candidate with the champion re-scored on its
+    data at k 500, not with the champion's own k-50 figures."""
+    summary = run_summary(older_backfill["dagrun"].run_id)
+    at_50 = summary["model"]["version"]
     with ResultsStore(embedded.results_url) as store:
-        registry.promote_manually(store, at_100, "the k-100 model is champion (test setup)")
+        registry.promote_manually(store, at_50, "the k-50 model is champion (test setup)")
+        trial = registry.get(store, at_50)["trial_id"]
+    plan = read_json(RunLayout(run_dir(older_backfill["dagrun"].run_id)).plan)
+    point = next(t for t in planned_trials(plan) if t["trial_id"] == trial)
+    same_trial = {**GRID, "alphas": [point["alpha"]], "transforms": [point["transform"]], "k": 500}
     second = embedded.run(
-        {**paths("tiny"), **ONE_POINT, "k": 500}, datetime.now(UTC), AIRFLOW_CONN_SPARK_DEFAULT=connection
+        {**paths("tiny"), **same_trial}, datetime.now(UTC), AIRFLOW_CONN_SPARK_DEFAULT=connect_server.connection()
     )
     assert str(second.state).endswith("success")
     at_500 = run_summary(second.run_id)["model"]["version"]
     with ResultsStore(embedded.results_url) as store:
-        old, new = registry.get(store, at_100), registry.get(store, at_500)
-    assert (old["k"], new["k"]) == (100, 500)
-    assert (new["compared_with"], new["comparison"]) == (at_100, "rescored")
+        old, new = registry.get(store, at_50), registry.get(store, at_500)
+    assert new["trial_id"] == trial and (old["k"], new["k"]) == (50, 500)
+    assert (new["compared_with"], new["comparison"]) == (at_50, "rescored")
     assert new["compared_test_map"] == pytest.approx(new["test_map"], abs=0.002)
     assert abs(old["test_map"] - new["test_map"]) > 0.002  # what the old gate compared: not the same thing
-    assert new["status"] == "champion" and f"champion {at_100} re-scored on this run's data at k=500" in new["reason"]
+    assert new["status"] == "champion" and f"champion {at_50} re-scored on this run's data at k=500" in new["reason"]
 
 
 def test_a_thinned_drop_stops_before_any_fit(connect_run, embedded, connect_server, thinned):

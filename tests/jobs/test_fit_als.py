@@ -59,6 +59,7 @@ def test_several_grid_points_in_one_application(spark, indexed_train, tmp_path):
         items = np.load(layout.trial_dir(spec.trial_id) / "item_factors.npy")
         assert items.shape == (N_ITEMS, spec.rank) and np.all(items >= 0) and np.abs(items).sum() > 0
     assert json.loads((tmp_path / "task.json").read_text()) == summary
+    assert summary["blas"].startswith("dev.ludovic.netlib.blas.")  # which one the session's JVM got
 
 
 def test_a_failing_point_is_recorded_and_a_retry_keeps_the_finished_one(spark, indexed_train, tmp_path):

@@ -169,6 +169,9 @@ def test_a_search_k_past_perfect_recall_is_not_measured(catalogue, tmp_path):
     few = sweep(items, queries, ks=[50], trees=[1], search_ks=[2, 5000], seed=1, workdir=tmp_path, metrics=["dot"])
     fallback = [r for r in few if (r.metric, r.candidates) == ("dot", 50)]
     assert [r.search_k for r in fallback] == [2, 5000] and fallback[0].recall == 1.0
+    # Re-ranking 4 x 100 candidates of a 300-track catalogue would re-rank every track: the exact search.
+    whole = sweep(items, queries, ks=[100], trees=[1], search_ks=[50], seed=1, workdir=tmp_path, metrics=["dot"])
+    assert {r.candidates for r in whole if r.metric == "dot"} == {100} and len(items) == 300
 
 
 @pytest.mark.parametrize(("metric", "annoy_metric", "dim"), [("dot", "dot", 6), ("angular_ip", "angular", 7)])

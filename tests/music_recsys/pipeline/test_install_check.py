@@ -10,7 +10,6 @@ import pyspark
 import pytest
 
 from music_recsys.pipeline.install_check import (
-    JAVA_BLAS_OPTIONS,
     SparkBlas,
     blas_report,
     check_spark_versions,
@@ -22,7 +21,7 @@ from music_recsys.pipeline.install_check import (
     spark_blas_line,
     spark_jar_version,
 )
-from music_recsys.pipeline.spark import executor_java_options
+from music_recsys.pipeline.spark import JAVA_BLAS_OPTIONS, executor_java_options
 
 OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread"
 

@@ -74,6 +74,15 @@ def test_the_blas_threads_setting_reaches_spark_submit_and_a_given_env_wins(tmp_
     assert op.conf["spark.executorEnv.OPENBLAS_NUM_THREADS"] == "2"
 
 
+def test_a_fit_tasks_own_settings_are_added_to_every_jobs_settings(tmp_path):
+    from music_recsys.pipeline.spark import fit_conf, spark_conf
+
+    conf = fit_conf(8)  # a rank-8 task: Java BLAS (the default RECSYS_NATIVE_BLAS_MIN_RANK is 40)
+    op = SparkJobOperator(task_id="fit", application=str(tmp_path / "fit.py"), result_path="r", conf=conf)
+    assert "allowNative=false" in op.conf["spark.driver.extraJavaOptions"]
+    assert op.conf == {**spark_conf(), **conf} and set(conf) < set(op.conf)
+
+
 def test_a_submit_that_writes_no_result_fails(tmp_path, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_TOY_SPARK", json.dumps({"conn_type": "spark", "host": "local[2]"}))
     monkeypatch.setattr(SparkSubmitOperator, "execute", lambda self, context: None)

@@ -59,3 +59,25 @@ def test_every_argument_list_parses_with_its_job(config):
         "result": plan["evaluate_result"],
     }
     assert plan["logical_date"] == "2026-01-05T03:00:00+00:00"
+
+
+@pytest.mark.parametrize(("min_rank", "java"), [("40", {4: True, 8: True}), ("8", {4: True, 8: False}), ("0", {})])
+def test_a_fit_task_below_the_native_blas_rank_runs_on_java_blas(config, monkeypatch, min_rank, java):
+    from music_recsys.pipeline.spark import JAVA_BLAS_OPTIONS, executor_java_options, java_options
+
+    monkeypatch.setenv("RECSYS_NATIVE_BLAS_MIN_RANK", min_rank)
+    one_per_task = RunConfig.from_params({**config.to_dict(), "fits_per_task": 1})
+    tasks = build_plan(one_per_task, "manual__blas", "2026-01-05T03:00:00+00:00")["fit_kwargs"]
+    by_rank = {TrialSpec.parse(t["application_args"][-1]).rank: t for t in tasks}
+    assert set(by_rank) == {4, 8}
+    for rank, task in by_rank.items():
+        if java.get(rank):
+            assert task["conf"] == {
+                "spark.driver.extraJavaOptions": f"{java_options()} {JAVA_BLAS_OPTIONS}",
+                "spark.executor.extraJavaOptions": f"{executor_java_options()} {JAVA_BLAS_OPTIONS}",
+            }
+        else:
+            assert "conf" not in task
+    # A task fitting several points is judged by its highest rank.
+    packed = build_plan(config, "manual__blas_packed", "2026-01-05T03:00:00+00:00")["fit_kwargs"]
+    assert all(("conf" in t) is bool(java.get(8)) for t in packed)
