@@ -395,6 +395,8 @@ def main(args: argparse.Namespace) -> int:
     env["RECSYS_DRIVER_MEMORY"] = args.driver_memory
     os.environ.update(env)
     root = Path(env["RECSYS_DATA_ROOT"])
+    if not (args.no_dag or args.no_serve):
+        import aiohttp  # noqa: F401  the load's client: fail now, not after an hour of DAG (requirements-bench.txt)
     folder, data = ensure_data(root, args.scale)
     print(f"data: {data['stats']['train']['rows']:,} train rows in {folder}", flush=True)
     run = served = None
@@ -405,6 +407,7 @@ def main(args: argparse.Namespace) -> int:
         run = run_stages(dag_conf(folder.name, args), args.sample_seconds)
         for stage in run["stages"]:
             print(f"  {stage['task']:<28} {stage['seconds']:8.1f} s", flush=True)
+        print(report(args, data, run, None, []), flush=True)  # the DAG's table, whatever happens next
         if not args.no_serve:
             served = measure_server(Path(run["summary"]["model"]["path"]), args, root)
             print(f"served: {served}", flush=True)
