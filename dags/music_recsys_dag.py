@@ -11,7 +11,7 @@ the gate.
 Stages: `prepare` → `ingest` → `check_data` (the drop against the last good run) → `index`, and beside
 the index the search's chain `propose_round_1` → `screen_round_1` (after the index) → `propose_round_2` →
 `screen_round_2` (`search: adaptive` only: Optuna's proposals screened on a share of the users within
-`search_budget_minutes`; in grid mode they map nothing) → `grid_points` → `fit`
+`search_budget_minutes`; skipped in grid mode) → `grid_points` → `fit`
 (mapped) → `evaluate` → `fast_search` → `record` → `publish` → `report` → `announce_champion` (emits
 `recsys_model` when the champion changed) → `finish` (retention); after `publish`, beside them,
 `batch_recommendations` (every train user's top `batch_k` into the bundle, `batch_k` 0 = off) and
@@ -107,9 +107,14 @@ def music_recsys():
     @task
     def propose_round_1(plan: dict) -> list[dict]:
         """Adaptive search: the first screening round's fit tasks (Optuna proposals, seeded with the
-        champion's point and earlier searches' best); none in grid mode."""
+        champion's point and earlier searches' best). Skipped in grid mode, and with it the whole search
+        chain at once, while the index is still being built."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from music_recsys.pipeline.search import propose
 
+        if plan["search"] == "grid":
+            raise AirflowSkipException("search: grid, so no screening rounds (grid_points plans the fits)")
         return propose(plan, 1)
 
     # The later rounds read the plan from prepare's XCom rather than through an XComArg: their upstreams are
@@ -118,7 +123,7 @@ def music_recsys():
     @task(trigger_rule="none_failed_min_one_success")
     def propose_round_2() -> list[dict]:
         """Adaptive search: tell Optuna round 1's scores, keep its best (successive halving) and fill the
-        round's budget with new proposals at a higher fidelity; none in grid mode."""
+        round's budget with new proposals at a higher fidelity; skipped in grid mode."""
         from music_recsys.pipeline.search import propose
 
         return propose(get_current_context()["ti"].xcom_pull(task_ids="prepare"), 2)
@@ -188,12 +193,14 @@ def music_recsys():
         **fit_stage,
     ).expand_kwargs(round_2)
     final_points = grid_points()
-    # Round 1 is planned once the data check passed, while the index is built (in grid mode the chain
-    # maps nothing and is done by the time the index is); its fits need the index.
+    # Round 1 is planned once the data check passed, while the index is built; its fits need the index. In
+    # grid mode round 1 skips itself and the chain is skipped behind it without waiting for the index (a
+    # skipped upstream skips an all_success task at once), so grid_points, which also follows the data
+    # check, is done before the index is.
     data_check >> round_1
     index >> screen_1
     [round_1, screen_1] >> round_2
-    [round_2, screen_2] >> final_points
+    [round_2, screen_2, data_check] >> final_points
     fit = SparkJobOperator.partial(
         task_id="fit",
         doc_md="Implicit ALS for one grid point (or `fits_per_task` points in one Spark application); saves "

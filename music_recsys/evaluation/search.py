@@ -205,6 +205,7 @@ def sweep(
     metrics: Iterable[str] = ANNOY_METRICS,
     rerank_factors: Iterable[int] = (1, 4),
     exclude: list[np.ndarray] | None = None,
+    target_recall: float | None = None,
 ) -> list[SearchMeasurement]:
     """Measure exact baselines and every Annoy (metric, n_trees, search_k, re-rank) at every k.
 
@@ -216,7 +217,10 @@ def sweep(
     (none fell back to the exact search), the larger search_k values of that combination are not measured: a
     larger search_k visits a superset of the same index's nodes and the answer is the exact top k of the best
     candidates visited, so they could only be slower at the same recall (dominated, never on the frontier).
-    -1 (Annoy's own default) is always measured.
+    With ``target_recall``, a combination also stops at the first search_k that reaches it while slower than
+    the exact search: the larger ones do more work still, so they are slower than exact at a recall no higher
+    than its 1 (dominated by exact search), and the fastest configuration reaching the target — the operating
+    point — is among those measured. -1 (Annoy's own default) is always measured.
     """
     item_vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -258,11 +262,13 @@ def sweep(
         return answers
 
     truth: dict[int, list[np.ndarray]] = {}
+    exact_qps: dict[int, float] = {}
     for k in ks:
         # The timed single-query exact search is also the ground truth for every other configuration.
         truth[k] = measure(
             "exact", 0, 0, k, k, lambda q, x, k=k: top_k_one(item_vectors, q, k, x)[0], None, 0.0, item_vectors.nbytes
         )
+        exact_qps[k] = out[-1].qps
         top_k(queries[: min(10, n_queries)], item_vectors, k, exclude=exclude[: min(10, n_queries)])  # warm-up
         started = time.perf_counter()
         batched = top_k(queries, item_vectors, k, exclude=exclude)
@@ -287,7 +293,7 @@ def sweep(
         for metric in metrics:
             for n_trees in sorted(set(trees)):
                 searcher = AnnoySearcher(item_vectors, metric, n_trees, seed, Path(tmp) / f"{metric}_{n_trees}.ann")
-                exact_at: set[tuple[int, int]] = set()  # (k, candidates) already at recall 1 on this index
+                exact_at: set[tuple[int, int]] = set()  # (k, candidates) whose larger search_k are dominated
                 for search_k in meaningful_search_k(search_ks, n_trees, n_items):
                     for k in ks:
                         for factor in sorted(set(rerank_factors)):
@@ -319,7 +325,10 @@ def sweep(
                                 searcher.build_seconds,
                                 searcher.index_bytes,
                             )
-                            if search_k != -1 and out[-1].recall == 1.0 and not any(fell_back):
+                            done = out[-1].recall == 1.0 and not any(fell_back)
+                            if target_recall is not None and out[-1].recall >= target_recall:
+                                done = done or out[-1].qps < exact_qps[k]  # from here on, exact search wins
+                            if search_k != -1 and done:
                                 exact_at.add((k, n_cand))
                 searcher.close()
     return out

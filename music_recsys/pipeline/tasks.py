@@ -210,7 +210,7 @@ def fast_search(plan: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, A
     # Measured as served: each query user's train tracks excluded (when the run excludes them).
     measurements = sweep(
         items, queries, ks, config.annoy_trees, config.annoy_search_k, config.seed, workdir=layout.search_dir,
-        exclude=played if config.exclude_seen else None,
+        exclude=played if config.exclude_seen else None, target_recall=config.annoy_target_recall,
     )  # fmt: skip
     points = {k: operating_point(measurements, k, config.annoy_target_recall) for k in ks}
     write_json(layout.search_dir / "ann_trials.json", search_rows(measurements, points, best))

@@ -28,10 +28,9 @@ REPO = Path(__file__).resolve().parents[2]
 POINTS = ["r8_reg0.1_a1_none", "r8_reg0.1_a10_none", "r8_reg0.1_a1_drop"]  # three grid points
 DETERMINISTIC, TRANSIENT = "deterministic", "transient"
 # Tasks that skip themselves in a plain run (no require_approval: nothing waits for a person).
-SKIPS_ITSELF = {"approve_model"}
-# Grid mode: the adaptive search's propose tasks map nothing, so its screening stages never run (skipped).
-PROPOSALS = {"propose_round_1", "propose_round_2"}
-NEVER_IN_GRID_MODE = {"screen_round_1", "screen_round_2"}
+# Grid mode: the adaptive search's round 1 skips itself, and the rest of its chain is skipped behind it.
+SKIPS_ITSELF = {"approve_model", "propose_round_1"}
+NEVER_IN_GRID_MODE = {"screen_round_1", "propose_round_2", "screen_round_2"}
 
 
 @dataclass
@@ -87,8 +86,6 @@ def run(dag, scenario: Scenario):
         if kind is None:
             if ti.task_id == "grid_points":  # what the execution API records when a mappable XCom is pushed
                 session.merge(TaskMap(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, len(POINTS), None))
-            if ti.task_id in PROPOSALS:  # grid mode: the adaptive search proposes nothing
-                session.merge(TaskMap(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, 0, None))
             done = TaskInstanceState.SUCCESS
             if ti.task_id in SKIPS_ITSELF or (ti.task_id == "announce_champion" and not scenario.promoted):
                 done = TaskInstanceState.SKIPPED
@@ -150,7 +147,17 @@ def _name(state) -> str:
 
 
 def downstream_of(dag, task_id: str) -> set[str]:
-    return {t.task_id for t in dag.get_task(task_id).get_flat_relatives(upstream=False)}
+    """What a failure of ``task_id`` reaches in grid mode: its downstream tasks. A stage before the search
+    chain fails the chain too; from a stage beside it (the index) the failure does not pass through the chain,
+    which grid mode skips at once (grid_points then still runs; the fits wait for the index)."""
+    before_chain = task_id in upstream_of(dag, "propose_round_1")
+    blocked = set() if before_chain else NEVER_IN_GRID_MODE
+    reached, todo = set(), [task_id]
+    while todo:
+        for t in dag.get_task(todo.pop()).downstream_task_ids - reached - blocked:
+            reached.add(t)
+            todo.append(t)
+    return reached
 
 
 def upstream_of(dag, task_id: str) -> set[str]:

@@ -174,6 +174,32 @@ def test_a_search_k_past_perfect_recall_is_not_measured(catalogue, tmp_path):
     assert {r.candidates for r in whole if r.metric == "dot"} == {100} and len(items) == 300
 
 
+def test_a_search_k_past_the_target_while_slower_than_exact_is_not_measured(catalogue, tmp_path):
+    items, queries = catalogue
+    values = [12, 40, 200, 1000]
+    rows = sweep(items, queries, [10], [1, 4], values, seed=1, workdir=tmp_path, target_recall=0.5)
+    exact_qps = next(r.qps for r in rows if r.metric == "exact")
+    cut = 0
+    for metric in ("dot", "angular_ip"):
+        for n_trees in (1, 4):
+            for candidates in (10, 40):
+                key = (metric, n_trees, candidates)
+                measured = [r for r in rows if (r.metric, r.n_trees, r.candidates) == key]
+                assert [r.search_k for r in measured] == values[: len(measured)], key
+                # Measured on while nothing so far made the rest dominated ...
+                for r in measured[:-1]:
+                    assert r.recall < 0.5 or (r.qps >= exact_qps and r.recall < 1.0), key
+                # ... and cut only after a point that did: at the target and slower than exact, or perfect.
+                if len(measured) < len(values):
+                    cut += 1
+                    last = measured[-1]
+                    assert (last.recall >= 0.5 and last.qps < exact_qps) or last.recall == 1.0, key
+    assert cut
+    # The operating point is the fastest configuration at the target, which is always among those measured.
+    point = operating_point(rows, 10, 0.5)
+    assert point["found"] and point["recall"] >= 0.5
+
+
 @pytest.mark.parametrize(("metric", "annoy_metric", "dim"), [("dot", "dot", 6), ("angular_ip", "angular", 7)])
 def test_one_metric_mapping_for_building_querying_and_loading(catalogue, tmp_path, metric, annoy_metric, dim):
     items, queries = catalogue
