@@ -77,8 +77,9 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_collection_modifyitems(config, items):
-    if getattr(config, "workerinput", None) is not None and config.getoption("dist") == "loadgroup":
-        # An xdist worker's collection, which the scheduler's order follows: the longest units first.
+    if getattr(config, "workerinput", None) is not None:
+        # An xdist worker's collection (xdist sets a worker's own --dist to "no"), which the scheduler's order
+        # follows: the longest units first.
         rank = {unit: i for i, unit in enumerate(LONGEST_FIRST)}
         items.sort(key=lambda item: rank.get(_unit(item.nodeid), len(rank)))  # stable: file order kept
     # A test that starts Spark is marked so, wherever it lives (`make test-fast` leaves them out).

@@ -88,7 +88,8 @@ def test_every_stage_is_a_task(dag):
     assert dag.get_task("propose_round_1").upstream_task_ids == {"prepare", "check_data"}
     assert dag.get_task("screen_round_1").upstream_task_ids == {"propose_round_1", "index"}
     assert dag.get_task("propose_round_2").upstream_task_ids == {"propose_round_1", "screen_round_1"}
-    assert dag.get_task("grid_points").upstream_task_ids == {"propose_round_2", "screen_round_2"}
+    # In grid mode the chain is skipped, and grid_points runs after the data check, beside the index.
+    assert dag.get_task("grid_points").upstream_task_ids == {"propose_round_2", "screen_round_2", "check_data"}
     assert dag.get_task("fit").upstream_task_ids >= {"grid_points", "index"}
     assert dag.get_task("publish").upstream_task_ids >= {"record", "fast_search", "evaluate", "check_data"}
     # With require_approval the model waits in approve_model; settle reads the decision (skipped = none asked).
