@@ -47,12 +47,6 @@ XDIST_GROUPS = {
 }
 
 
-# The longest units of work, longest first (measured: docs/development.md). Handed out before the rest,
-# they start at once on the two workers and the many short files fill in behind them, so both workers end
-# at about the same time (xdist's own order, by number of tests, started the embedded runs late).
-LONGEST_FIRST = ("embedded-runs", "airflow-stacks", "dags/test_dag_cluster.py", "dags/test_dag_faults.py")
-
-
 def _unit(nodeid: str) -> str:
     path = nodeid.split("::")[0]
     return XDIST_GROUPS.get(path.removeprefix("tests/"), path)
@@ -60,14 +54,13 @@ def _unit(nodeid: str) -> str:
 
 def pytest_xdist_make_scheduler(config, log):
     """With ``--dist loadgroup``: each group of XDIST_GROUPS is one unit of work (one worker, file order),
-    every other test file one (its module fixtures are built once), handed out in collection order, which
-    puts LONGEST_FIRST first. xdist's own ``xdist_group`` marks do not reach its scheduler under pytest 9,
-    whose node ids xdist 3.8 can no longer suffix."""
+    every other test file one (its module fixtures are built once). xdist's own ``xdist_group`` marks do
+    not reach its scheduler under pytest 9, whose node ids xdist 3.8 can no longer suffix. Units go out in
+    xdist's order (most tests first): handing the two longest out first made them contend with each other
+    for the whole run (measured: docs/development.md)."""
     if config.getoption("dist") != "loadgroup":
         return None
     from xdist.scheduler import LoadScopeScheduling
-
-    config.option.loadscopereorder = False  # not by number of tests: in collection order
 
     class FileGroups(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
@@ -77,11 +70,6 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_collection_modifyitems(config, items):
-    if getattr(config, "workerinput", None) is not None:
-        # An xdist worker's collection (xdist sets a worker's own --dist to "no"), which the scheduler's order
-        # follows: the longest units first.
-        rank = {unit: i for i, unit in enumerate(LONGEST_FIRST)}
-        items.sort(key=lambda item: rank.get(_unit(item.nodeid), len(rank)))  # stable: file order kept
     # A test that starts Spark is marked so, wherever it lives (`make test-fast` leaves them out).
     for item in items:
         if "spark" in getattr(item, "fixturenames", ()):
