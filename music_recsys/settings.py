@@ -153,9 +153,8 @@ _ALL = [
         "RECSYS_NATIVE_BLAS_MIN_RANK",
         "40",
         "a fit task whose highest rank is below this runs its ALS on netlib's Java BLAS, at or above it on native "
-        "BLAS where the machine has it: native paid from rank 64, not at rank 20 "
-        "([measured](benchmarks.md#native-blas)); 0 = always native. spark-submit only (a Spark Connect server "
-        "has its own JVM)",
+        "BLAS where the machine has it (which is faster depends on the rank: [measured](benchmarks.md#native-blas)); "
+        "0 = always native. spark-submit only (a Spark Connect server has its own JVM)",
         "Spark",
     ),
     Setting(

@@ -47,11 +47,6 @@ XDIST_GROUPS = {
 }
 
 
-def _unit(nodeid: str) -> str:
-    path = nodeid.split("::")[0]
-    return XDIST_GROUPS.get(path.removeprefix("tests/"), path)
-
-
 def pytest_xdist_make_scheduler(config, log):
     """With ``--dist loadgroup``: each group of XDIST_GROUPS is one unit of work (one worker, file order),
     every other test file one (its module fixtures are built once). xdist's own ``xdist_group`` marks do
@@ -64,7 +59,8 @@ def pytest_xdist_make_scheduler(config, log):
 
     class FileGroups(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return _unit(nodeid)
+            path = nodeid.split("::")[0]
+            return XDIST_GROUPS.get(path.removeprefix("tests/"), path)
 
     return FileGroups(config, log)
 

@@ -123,6 +123,8 @@ METRICS: tuple[Metric, ...] = (
     ),
 )
 METRIC_BY_NAME = {m.name: m for m in METRICS}
+# What a model's card shows, in the approval form and on the UI's champion card.
+CARD_METRICS = ("map", "precision_at_k", "ndcg_at_k", "mpr")
 ALL_METRIC_NAMES = tuple(m.name for m in METRICS)
 # Spark RankingMetrics' five, in Spark's terms (what the reference implementation in the tests returns).
 METRIC_NAMES = tuple(m.name for m in METRICS if m.spark)

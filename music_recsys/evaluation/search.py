@@ -293,7 +293,7 @@ def sweep(
         for metric in metrics:
             for n_trees in sorted(set(trees)):
                 searcher = AnnoySearcher(item_vectors, metric, n_trees, seed, Path(tmp) / f"{metric}_{n_trees}.ann")
-                exact_at: set[tuple[int, int]] = set()  # (k, candidates) whose larger search_k are dominated
+                dominated: set[tuple[int, int]] = set()  # (k, candidates) whose larger search_k are dominated
                 for search_k in meaningful_search_k(search_ks, n_trees, n_items):
                     for k in ks:
                         for factor in sorted(set(rerank_factors)):
@@ -302,7 +302,7 @@ def sweep(
                                 # The catalogue is too small for re-ranking to differ, or re-ranking would
                                 # take every track: the exact search by a detour (slower, same answer).
                                 continue
-                            if search_k != -1 and (k, n_cand) in exact_at:
+                            if search_k != -1 and (k, n_cand) in dominated:
                                 continue  # dominated: a smaller search_k already found every top-k item
                             fell_back: list[bool] = []
                             fn = functools.partial(
@@ -329,7 +329,7 @@ def sweep(
                             if target_recall is not None and out[-1].recall >= target_recall:
                                 done = done or out[-1].qps < exact_qps[k]  # from here on, exact search wins
                             if search_k != -1 and done:
-                                exact_at.add((k, n_cand))
+                                dominated.add((k, n_cand))
                 searcher.close()
     return out
 

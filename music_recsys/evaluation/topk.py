@@ -140,9 +140,8 @@ def top_k_of_scores(scores: np.ndarray, k: int) -> list[np.ndarray]:
 # Sampled scores per row: the larger of SAMPLE_PER_K · k and SAMPLE_SCALE · √(k · n_items). A sample of m
 # scores sets a floor that about k · n_items / m scores of the row reach; partitioning the sample costs m,
 # cutting what is left costs k · n_items / m, so m grows with √(k · n_items) on large catalogues; on small ones
-# a sample of half the row or more is the row itself, whose floor is exact. Measured side by side
-# (bench/topk_kernel.py --before 82447e0, bench/RESULTS.md): 32 · k alone left ~12K of 385K tracks at k = 50,
-# and 2 · √(k · n) cut 1.3x faster there, but 0.8x at 20K tracks and k = 500, where 32 · k takes the row.
+# a sample of half the row or more is the row itself, whose floor is exact. Either term alone was slower
+# somewhere (bench/topk_kernel.py --before 82447e0; bench/RESULTS.md, "Exact top-k kernel: 82447e0 vs now").
 SAMPLE_PER_K = 32
 SAMPLE_SCALE = 2.0
 

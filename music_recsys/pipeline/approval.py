@@ -19,10 +19,9 @@ from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 
-from music_recsys.evaluation.catalogue import METRIC_BY_NAME, format_value
+from music_recsys.evaluation.catalogue import CARD_METRICS, METRIC_BY_NAME, format_value
 
 log = logging.getLogger(__name__)
-CARD_METRICS = ("map", "precision_at_k", "ndcg_at_k", "mpr")
 
 
 def approval_body(publication: dict[str, Any], champion: dict[str, Any] | None, data_check: dict | None) -> str:

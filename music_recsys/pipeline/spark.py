@@ -71,8 +71,8 @@ JAVA_BLAS_OPTIONS = "-Ddev.ludovic.netlib.blas.allowNative=false -Ddev.ludovic.n
 def fit_conf(max_rank: int) -> dict[str, str]:
     """A fit application's settings beyond ``spark_conf()``: netlib's Java BLAS when its highest rank is below
     ``RECSYS_NATIVE_BLAS_MIN_RANK``. A rank-k normal equation is built from one packed rank-1 update (``dspr``)
-    per rating; at small k a native call's JNI crossing costs more than the update, so native BLAS paid only
-    from rank 64 on, and at rank 20 fit slower than Java (docs/benchmarks.md, "Native BLAS")."""
+    per rating; at small k a native call's JNI crossing costs more than the update (measured by rank:
+    docs/benchmarks.md, "Native BLAS")."""
     if max_rank >= settings.integer("RECSYS_NATIVE_BLAS_MIN_RANK", minimum=0):
         return {}
     return {

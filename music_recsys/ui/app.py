@@ -28,6 +28,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from music_recsys import constants as C
+from music_recsys.evaluation.catalogue import CARD_METRICS
 from music_recsys.ui import pages
 from music_recsys.ui.templates import environment
 
@@ -43,7 +44,6 @@ TRIAL_COLUMNS = [
     ("transform", "transform"), ("map", None), ("map_at_k", None), ("precision_at_k", None),
     ("ndcg_at_k", None), ("ndcg_graded_at_k", None), ("mpr", None), ("coverage_at_k", None), ("fit_seconds", "fit s"),
 ]  # fmt: skip
-CARD_METRICS = ("map", "precision_at_k", "ndcg_at_k", "mpr")
 HEADLINE_METRICS = ("map", "map_at_k", "precision_at_k", "ndcg_at_k", "ndcg_graded_at_k", "mpr", "coverage_at_k")
 SEGMENT_METRICS = ("map", "ndcg_at_k", "ndcg_graded_at_k", "mpr", "mean_rec_popularity")
 _TABLE = re.compile(r"<table\b.*?</table>", re.S)
