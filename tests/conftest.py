@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from music_recsys import settings
+
 REPO = Path(__file__).resolve().parents[1]
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="music-recsys-tests-"))
 if not os.environ.get("RECSYS_KEEP_TEST_FILES"):  # set it to look at a session's data, runs and logs
@@ -26,6 +28,12 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW_CONN_SPARK_DEFAULT"] = json.dumps({"conn_type": "spark", "host": "local[2]"})
 os.environ["RECSYS_SHUFFLE_PARTITIONS"] = "4"
+# The suite's JVMs (Connect servers, spark-submit drivers, executors, local sessions) live seconds on tiny
+# data: the C1 compiler alone costs them less CPU than C2's optimising (two embedded DAG runs: 99 s of CPU
+# instead of 131 s, the same wall time alone; on two busy cores the CPU is the suite's time). Long fits
+# want C2 (bench/RESULTS.md, "ALS tuning"), so only the tests set it.
+_JAVA = settings.setting("RECSYS_SPARK_JAVA_OPTIONS").default
+os.environ["RECSYS_SPARK_JAVA_OPTIONS"] = f"{_JAVA} -XX:TieredStopAtLevel=1"
 # Tests read earlier runs' files; retention has its own tests (tests/music_recsys/test_retention.py).
 os.environ["RECSYS_KEEP_RUNS"] = "1000"
 os.environ.pop("AIRFLOW_CONN_RECSYS_RESULTS", None)
@@ -51,18 +59,37 @@ def pytest_xdist_make_scheduler(config, log):
     """With ``--dist loadgroup``: each group of XDIST_GROUPS is one unit of work (one worker, file order),
     every other test file one (its module fixtures are built once). xdist's own ``xdist_group`` marks do
     not reach its scheduler under pytest 9, whose node ids xdist 3.8 can no longer suffix. Units go out in
-    xdist's order (most tests first): handing the two longest out first made them contend with each other
-    for the whole run (measured: docs/development.md)."""
+    the order the workers collected them (``pytest_collection_modifyitems``: the longest first)."""
     if config.getoption("dist") != "loadgroup":
         return None
+    config.option.loadscopereorder = False  # xdist would sort the units by their number of tests
     from xdist.scheduler import LoadScopeScheduling
 
     class FileGroups(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::")[0]
-            return XDIST_GROUPS.get(path.removeprefix("tests/"), path)
+            return _unit(nodeid)
 
     return FileGroups(config, log)
+
+
+# The longest units, longest first (seconds of one worker, idle machine, 2026-12-07: the embedded runs
+# 680, the stacks 586, the cluster 155, the fault matrix 110, the BLAS bench's tiny run 72, ingest 70,
+# fit 49). A worker always holds one unit beyond the one it runs; ending on a long one left the other
+# worker idle for 100 s. The rest go out by number of tests, as xdist would send them.
+LONGEST_FIRST = (
+    "embedded-runs",
+    "airflow-stacks",
+    "dags/test_dag_cluster.py",
+    "dags/test_dag_faults.py",
+    "bench/test_als_blas.py",
+    "jobs/test_ingest.py",
+    "jobs/test_fit_als.py",
+)
+
+
+def _unit(nodeid: str) -> str:
+    path = nodeid.split("::")[0].removeprefix("tests/")
+    return XDIST_GROUPS.get(path, path)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -70,6 +97,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "spark" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.spark)
+    if hasattr(config, "workerinput"):  # an xdist worker: its collection order is the order units go out
+        sizes: dict[str, int] = {}
+        for item in items:
+            sizes[_unit(item.nodeid)] = sizes.get(_unit(item.nodeid), 0) + 1
+
+        def rank(unit: str) -> tuple[int, int]:
+            return (LONGEST_FIRST.index(unit), 0) if unit in LONGEST_FIRST else (len(LONGEST_FIRST), -sizes[unit])
+
+        items.sort(key=lambda item: rank(_unit(item.nodeid)))  # stable: a unit's tests keep their order
 
 
 # The one generated data set of the DAG tests: small enough that Spark's start-up dominates.

@@ -25,11 +25,19 @@ class ParamError(InputError):
     """A param value the run cannot use: retrying with the same params cannot help."""
 
 
+# The dialect of every param's schema. Airflow checks a param's schema against its dialect's metaschema each
+# time it resolves the value: for every task and param, each time the DAG is serialized. Against draft
+# 2020-12 (jsonschema's default, with dynamic references) that check took 63 % of a ``dag.test`` run
+# (cProfile of the fault matrix: 89 s of 141); draft-07's metaschema is checked 3.7x faster, and every
+# keyword the params use means the same in both.
+SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"
+
+
 def param(default: Any, description: str, section: str, **schema: Any) -> Any:
     """A RunConfig field that is also a DAG param: default, JSON schema, description, form section."""
     if section not in SECTIONS:
         raise ValueError(f"unknown param section {section!r}; choose from {list(SECTIONS)}")
-    metadata = {"schema": schema, "description": description, "section": section}
+    metadata = {"schema": {"$schema": SCHEMA_DIALECT, **schema}, "description": description, "section": section}
     if isinstance(default, list | dict):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -64,7 +72,8 @@ def check_param(spec: ParamSpec, value: Any) -> None:
     """The trigger form's verdict on one value: the same JSON schema through the same validator."""
     import jsonschema
 
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(spec.schema).iter_errors(value))
+    validator = jsonschema.validators.validator_for(spec.schema)(spec.schema)  # as Param.resolve picks it
+    error = jsonschema.exceptions.best_match(validator.iter_errors(value))
     if error is not None:
         where = "".join(f"[{p}]" for p in error.absolute_path)
         message = f"{error.instance!r} is not allowed" if error.validator == "not" else error.message

@@ -13,12 +13,12 @@ from __future__ import annotations
 import inspect
 import json
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from harness.airflow import quick_polls
 from music_recsys.pipeline import failure as F
 
 # The whole fault matrix is about 20 `dag.test` runs of the real DAG: tens of seconds.
@@ -106,14 +106,10 @@ def run(dag, scenario: Scenario):
             for callback in callbacks if isinstance(callbacks, list) else [callbacks]:
                 callback({"ti": ti, "run_id": ti.run_id, "exception": exception})
 
-    sleep = time.sleep
     scenario.ran.clear()
     errors: list[str] = []
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, quick_polls(0.05):  # dag.test's idle waits: near a second a run
         mp.setattr(sdk_dag, "_run_task", fake_run_task)
-        # dag.test waits 1 s whenever no task is ready (a trigger rule settles on the next pass, a retry
-        # waits out its delay); a shorter wait keeps each run near a second.
-        mp.setattr(time, "sleep", lambda seconds: sleep(min(seconds, 0.05)))
         dagrun = dag.test()
     assert not errors, f"the fake task runner failed: {errors}"
     return dagrun
