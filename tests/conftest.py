@@ -29,9 +29,9 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW_CONN_SPARK_DEFAULT"] = json.dumps({"conn_type": "spark", "host": "local[2]"})
 os.environ["RECSYS_SHUFFLE_PARTITIONS"] = "4"
 # The suite's JVMs (Connect servers, spark-submit drivers, executors, local sessions) live seconds on tiny
-# data: the C1 compiler alone costs them less CPU than C2's optimising (two embedded DAG runs: 99 s of CPU
-# instead of 131 s, the same wall time alone; on two busy cores the CPU is the suite's time). Long fits
-# want C2 (bench/RESULTS.md, "ALS tuning"), so only the tests set it.
+# data: the C1 compiler alone costs them less CPU than C2's optimising (two embedded DAG runs, one pair:
+# 99 s of user CPU instead of 131 s, the same wall time alone; on two busy cores the CPU is the suite's
+# time). Long fits want C2 (bench/RESULTS.md, "ALS tuning"), so only the tests set it.
 _JAVA = settings.setting("RECSYS_SPARK_JAVA_OPTIONS").default
 os.environ["RECSYS_SPARK_JAVA_OPTIONS"] = f"{_JAVA} -XX:TieredStopAtLevel=1"
 # Tests read earlier runs' files; retention has its own tests (tests/music_recsys/test_retention.py).

@@ -13,6 +13,7 @@ import pytest
 
 from music_recsys.cli import build_parser, main
 from music_recsys.pipeline.config import RunConfig, params_markdown
+from music_recsys.pipeline.params import SCHEMA_DIALECT
 from music_recsys.store import registry, schema
 from music_recsys.store.results import ResultsStore
 from tests.stores import migrated, register
@@ -41,8 +42,8 @@ def test_params_prints_the_generated_table_and_schemas(capsys):
     specs = json.loads(capsys.readouterr().out)
     assert [s["name"] for s in specs] == [s.name for s in RunConfig.param_specs()]
     assert next(s for s in specs if s["name"] == "k") | {"description": ""} == {
-        "name": "k", "default": 500, "section": "Evaluation", "description": "", "type": "integer",
-        "minimum": 1, "maximum": 10000,
+        "name": "k", "default": 500, "section": "Evaluation", "description": "", "$schema": SCHEMA_DIALECT,
+        "type": "integer", "minimum": 1, "maximum": 10000,
     }  # fmt: skip
 
 

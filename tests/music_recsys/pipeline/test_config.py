@@ -127,3 +127,14 @@ def test_trial_ids_and_run_ids_are_path_safe():
     assert TrialSpec(10, 0.1, 1e-05, "none").trial_id == "r10_reg0.1_a1e-05_none"
     assert safe_run_id("manual__2026-11-27T11:08:37.386226+00:00") == "manual__2026-11-27T11_08_37.386226_00_00"
     assert safe_run_id("../../x") == "x"
+
+
+def test_every_param_schema_is_checked_in_the_cheap_dialect():
+    """Airflow checks a param's schema against its dialect's metaschema at every resolve (per task and param
+    at each serialization): draft-07, the same validator for the run's checks and for Airflow's."""
+    import jsonschema
+    from airflow.sdk import Param
+
+    for spec in RunConfig.param_specs():
+        assert jsonschema.validators.validator_for(spec.schema) is jsonschema.Draft7Validator, spec.name
+        assert Param(spec.default, **spec.schema).resolve() == spec.default, spec.name  # Airflow takes it too
