@@ -29,6 +29,10 @@ def load_dag():
     return bag.dags[DAG_ID]
 
 
+# Where dag.test's scheduling loop lives (tests/harness/test_airflow.py checks it still does).
+DAG_TEST_MODULE = "airflow.sdk.definitions.dag"
+
+
 def run_dag(conf: dict[str, Any], logical_date: datetime | None = None):
     """One run of the DAG in this process, every task in sequence (``dag.test``); the DagRun."""
     dag = load_dag()
@@ -54,9 +58,6 @@ def quick_polls(seconds: float = 0.1) -> Iterator[None]:
         yield
     finally:
         time.sleep = real
-
-
-DAG_TEST_MODULE = "airflow.sdk.definitions.dag"
 
 
 def run_summary(run_id: str) -> dict[str, Any]:
@@ -126,8 +127,7 @@ def local_airflow(home: Path, port: int, extra_env: dict[str, str] | None = None
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         # The DAG file does not change while a stack runs: parsed once (and again for a callback), not every
-        # 30 s (Airflow's default), each time in a new process (the two stacks' dag-processors then used 21 s
-        # of CPU in a run of test_scheduler.py).
+        # 30 s (Airflow's default), each time in a new process.
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3600",
         # A task's end is noticed within 1 s, not up to 5 (docker-compose.yaml says why).
         "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",

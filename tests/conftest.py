@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -29,9 +30,9 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW_CONN_SPARK_DEFAULT"] = json.dumps({"conn_type": "spark", "host": "local[2]"})
 os.environ["RECSYS_SHUFFLE_PARTITIONS"] = "4"
 # The suite's JVMs (Connect servers, spark-submit drivers, executors, local sessions) live seconds on tiny
-# data: the C1 compiler alone costs them less CPU than C2's optimising (two embedded DAG runs, one pair:
-# 99 s of user CPU instead of 131 s, the same wall time alone; on two busy cores the CPU is the suite's
-# time). Long fits want C2 (bench/RESULTS.md, "ALS tuning"), so only the tests set it.
+# data: the C1 compiler alone costs them less CPU than C2's optimising, and on two busy cores the CPU is the
+# suite's time (measured: docs/development.md). Long fits want C2 (bench/RESULTS.md, "ALS tuning"), so only
+# the tests set it.
 _JAVA = settings.setting("RECSYS_SPARK_JAVA_OPTIONS").default
 os.environ["RECSYS_SPARK_JAVA_OPTIONS"] = f"{_JAVA} -XX:TieredStopAtLevel=1"
 # Tests read earlier runs' files; retention has its own tests (tests/music_recsys/test_retention.py).
@@ -74,8 +75,8 @@ def pytest_xdist_make_scheduler(config, log):
 
 # The longest units, longest first (seconds of one worker, idle machine, 2026-12-07: the embedded runs
 # 680, the stacks 586, the cluster 155, the fault matrix 110, the BLAS bench's tiny run 72, ingest 70,
-# fit 49). A worker always holds one unit beyond the one it runs; ending on a long one left the other
-# worker idle for 100 s. The rest go out by number of tests, as xdist would send them.
+# fit 49). A worker always holds one unit beyond the one it runs: a long unit last leaves the other worker
+# idle. The rest go out by number of tests, as xdist would send them.
 LONGEST_FIRST = (
     "embedded-runs",
     "airflow-stacks",
@@ -98,9 +99,7 @@ def pytest_collection_modifyitems(config, items):
         if "spark" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.spark)
     if hasattr(config, "workerinput"):  # an xdist worker: its collection order is the order units go out
-        sizes: dict[str, int] = {}
-        for item in items:
-            sizes[_unit(item.nodeid)] = sizes.get(_unit(item.nodeid), 0) + 1
+        sizes = Counter(_unit(item.nodeid) for item in items)
 
         def rank(unit: str) -> tuple[int, int]:
             return (LONGEST_FIRST.index(unit), 0) if unit in LONGEST_FIRST else (len(LONGEST_FIRST), -sizes[unit])

@@ -199,9 +199,8 @@ def form_run(ui_stack) -> dict:
         dialog.get_by_role("button", name="Trigger", exact=True).click()
         wait_until(lambda: {r["dag_run_id"] for r in airflow.runs()} - before, 60, "the form's run", 1)
         (run_id,) = {r["dag_run_id"] for r in airflow.runs()} - before
-        # Airflow's pages poll the API and re-render every few seconds: with the page left open for the run,
-        # Chromium had used 77 s of CPU by the approval test's end, 54 s with about:blank meanwhile (sampled per
-        # process; on two busy cores the suite's CPU is its time).
+        # Airflow's pages poll the API and re-render every few seconds: left open for the run, Chromium spends
+        # CPU the suite's two cores need (measured: docs/development.md).
         page.goto("about:blank")
         wait_until(lambda: _run(airflow, run_id)["state"] in ("success", "failed"), 600, f"run {run_id} ended", 3)
         page.goto(f"{airflow.base_url}/dags/music_recsys/runs/{run_id}", wait_until="networkidle")
