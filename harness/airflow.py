@@ -36,8 +36,33 @@ DAG_TEST_MODULE = "airflow.sdk.definitions.dag"
 def run_dag(conf: dict[str, Any], logical_date: datetime | None = None):
     """One run of the DAG in this process, every task in sequence (``dag.test``); the DagRun."""
     dag = load_dag()
-    with quick_polls():
+    with quick_polls(), remembered_param_checks():
         return dag.test(run_conf=conf, logical_date=logical_date)
+
+
+@contextlib.contextmanager
+def remembered_param_checks() -> Iterator[None]:
+    """Each time ``dag.test`` serializes the DAG, Airflow checks every param of every task against its schema
+    (``jsonschema.validate``, which first checks the schema against its dialect's metaschema): the same
+    few hundred checks tens of thousands of times a run (measured: docs/development.md). Within this
+    block a (value, schema) pair that passed once passes again without the check; one that fails is
+    checked every time, so its error is jsonschema's own."""
+    import jsonschema
+
+    real = jsonschema.validate
+    passed: set[tuple[str, str]] = set()
+
+    def validate(instance: Any, schema: Any, *args: Any, **kwargs: Any) -> None:
+        key = (json.dumps(instance, sort_keys=True, default=repr), json.dumps(schema, sort_keys=True, default=repr))
+        if key not in passed:
+            real(instance, schema, *args, **kwargs)
+            passed.add(key)
+
+    jsonschema.validate = validate
+    try:
+        yield
+    finally:
+        jsonschema.validate = real
 
 
 @contextlib.contextmanager
@@ -94,19 +119,22 @@ class LocalAirflow:
     def get(self, path: str) -> dict:
         return get_json(f"{self.base_url}/api/v2/{path}")
 
-    def runs(self) -> list[dict]:
-        return self.get(f"dags/{DAG_ID}/dagRuns?order_by=logical_date")["dag_runs"]
+    def runs(self, run_type: str | None = None) -> list[dict]:
+        """The DAG's runs (oldest logical date first), or only those of ``run_type`` (``backfill``, ...)."""
+        query = f"order_by=logical_date&run_type={run_type}" if run_type else "order_by=logical_date"
+        return self.get(f"dags/{DAG_ID}/dagRuns?{query}")["dag_runs"]
 
     def task_instances(self, run_id: str) -> list[dict]:
         return self.get(f"dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]
 
-    def wait_for_runs(self, count: int, timeout: float) -> list[dict]:
-        """Poll until ``count`` runs exist and all have finished; return them (oldest logical date first)."""
+    def wait_for_runs(self, count: int, timeout: float, run_type: str | None = None) -> list[dict]:
+        """Poll until ``count`` runs (of ``run_type``) exist and all have finished; return them (oldest logical
+        date first)."""
         found: list[dict] = []
 
         def finished() -> bool:
             nonlocal found
-            found = self.runs()  # a busy api-server (the runs' Spark jobs share the cores) may answer late
+            found = self.runs(run_type)  # a busy api-server (the runs' Spark jobs share the cores) may answer late
             return len(found) >= count and all(r["state"] in ("success", "failed") for r in found)
 
         wait_until(finished, timeout, f"{count} runs finished (last seen: {found})", interval=3)

@@ -83,6 +83,9 @@ class Databases:
         return f"{self.admin_url.rsplit('/', 1)[0]}/{name}"
 
     def drop_all(self) -> None:
+        if settings.optional("RECSYS_KEEP_TEST_FILES"):  # kept to be looked at, like the session's files
+            self.admin.close()
+            return
         with self.admin.cursor() as cur:
             for name in self.names:
                 cur.execute(
@@ -130,12 +133,16 @@ def standalone_cluster(workdir: Path, cores: int = 2, memory: str = "3g") -> Ite
          "--memory", memory, "--webui-port", str(worker_ui), "--host", "127.0.0.1"],
         env=env, stdout=open(workdir / "worker.log", "w"), stderr=subprocess.STDOUT,
     )  # fmt: skip
+
+    def worker_alive() -> bool:
+        try:
+            state = get_json(f"http://127.0.0.1:{ui_port}/json/", 5)
+        except json.JSONDecodeError:  # the UI serves its HTML page at /json/ until the master is up (seen here)
+            return False
+        return any(w["state"] == "ALIVE" for w in state["workers"])
+
     try:
-        wait_until(
-            lambda: any(w["state"] == "ALIVE" for w in get_json(f"http://127.0.0.1:{ui_port}/json/", 5)["workers"]),
-            90,
-            f"Spark worker registering (logs in {workdir})",
-        )
+        wait_until(worker_alive, 90, f"Spark worker registering (logs in {workdir})")
         yield {"port": port, "ui_port": ui_port, "state": lambda: get_json(f"http://127.0.0.1:{ui_port}/json/", 5)}
     finally:
         for process in (worker, master):

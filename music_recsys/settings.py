@@ -220,7 +220,12 @@ _ALL = [
         "PostgreSQL server the tests create throw-away databases on",
         "Tests",
     ),
-    Setting("RECSYS_KEEP_TEST_FILES", "", "non-empty: keep a test session's data, runs and logs", "Tests"),
+    Setting(
+        "RECSYS_KEEP_TEST_FILES",
+        "",
+        "non-empty: keep a test session's data, runs, logs and PostgreSQL databases",
+        "Tests",
+    ),
 ]
 
 SETTINGS: dict[str, Setting] = {s.name: s for s in _ALL}

@@ -46,13 +46,30 @@ Path(os.environ["RECSYS_DATA_ROOT"]).mkdir(parents=True, exist_ok=True)
 # `make test` runs the suite on two xdist workers (`-n 2 --dist loadgroup`): much of a DAG test's time is
 # waiting (a JVM or a service starting, a scheduler's poll), so two of them overlap well on two cores.
 # Tests that share session fixtures must stay on one worker, in order: the embedded DAG runs (the reference
-# run, the Connect run and the served API the later drills judge against) and the two Airflow stacks.
+# run, the Connect run and the served API the later drills judge against) and the Airflow stack. The files
+# whose tests use the local Spark session (the `spark` fixture) go to one worker too, so one JVM starts and
+# warms up, not one per worker.
 XDIST_GROUPS = {
     "dags/test_dag_e2e.py": "embedded-runs",
     "dags/test_dag_connect.py": "embedded-runs",
     "dags/test_dag_guardrails.py": "embedded-runs",
     "dags/test_dag_fault_drills.py": "embedded-runs",
     "dags/test_scheduler.py": "airflow-stacks",
+    **dict.fromkeys(
+        [
+            "jobs/test_ingest.py",
+            "jobs/test_batch_recommend.py",
+            "jobs/test_fit_als.py",
+            "jobs/test_evaluate.py",
+            "jobs/test_index_ids.py",
+            "music_recsys/model/test_transforms.py",
+            "music_recsys/model/test_foldin.py",
+            "music_recsys/data/test_drift.py",
+            "music_recsys/evaluation/test_metrics.py",
+            "music_recsys/pipeline/test_install_check.py",
+        ],
+        "local-spark",
+    ),
 }
 
 
@@ -80,11 +97,9 @@ def pytest_xdist_make_scheduler(config, log):
 LONGEST_FIRST = (
     "embedded-runs",
     "airflow-stacks",
-    "dags/test_dag_cluster.py",
+    "local-spark",
     "dags/test_dag_faults.py",
     "bench/test_als_blas.py",
-    "jobs/test_ingest.py",
-    "jobs/test_fit_als.py",
 )
 
 

@@ -1,13 +1,14 @@
 """The DAG runs the DAG tests share, made once per session in the order a deployment sees them.
 
 All embedded runs (``dag.test``: every task in this process) record into one results PostgreSQL, so the
-model registry and the data check see a history: the reference run (spark-submit) makes the first
-champion, the Connect run (same data, a newer date) replaces it while a served API is being queried, and
-later runs (an older date, a thinned drop) are judged against them.
+model registry and the data check see a history: the reference run (spark-submit to a standalone
+cluster) makes the first champion, the Connect run (same data, a newer date) replaces it while a served
+API is being queried, and later runs (an older date, a thinned drop) are judged against them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
-from harness.services import airflow_uri, free_port, get_json, stop, wait_until
+from harness.services import airflow_uri, free_port, get_json, standalone_cluster, stop, wait_until
 from tests.dags.dagruns import GRID, VICTIM, Embedded, Hammer, fit_processes, kill_when, paths, sigkill
 
 
@@ -29,14 +30,40 @@ def embedded(databases, airflow_db, tiny_data) -> Embedded:
     return Embedded(databases.create())
 
 
+# The Spark application of the reference run's fit task that holds VICTIM (two points per task).
+VICTIM_APP = "music_recsys.fit.r8_reg0.1_a1_none..r8_reg0.1_a10_none"
+
+
 @pytest.fixture(scope="session")
-def reference_run(embedded):
-    """Run 1, spark-submit (the default mode), two grid points per fit task (``fits_per_task``: one Spark
-    application fits both): the task fitting VICTIM is SIGKILLed mid-run once."""
-    with kill_when(lambda: fit_processes(VICTIM), sigkill) as killed:
+def cluster(tmp_path_factory):
+    """A Spark standalone master and worker (2 cores) on 127.0.0.1, from the installed pyspark."""
+    with standalone_cluster(tmp_path_factory.mktemp("spark-cluster")) as ports:
+        yield ports
+
+
+@pytest.fixture(scope="session")
+def reference_run(embedded, cluster):
+    """Run 1, spark-submit (the default mode) to the standalone cluster in client mode, two grid points per
+    fit task (``fits_per_task``: one Spark application fits both): the task fitting VICTIM is SIGKILLed
+    mid-run once. Returns the run, what the drill killed, and the master's applications after the run."""
+    connection = {"conn_type": "spark", "host": "spark://127.0.0.1", "port": cluster["port"],
+                  "extra": {"deploy-mode": "client"}}  # fmt: skip
+
+    def victim_fitting() -> list:  # its processes, once the master runs its application (a JVM takes seconds)
+        try:
+            active = {app["name"] for app in cluster["state"]()["activeapps"]}
+        except OSError:
+            return []
+        return fit_processes(VICTIM) if VICTIM_APP in active else []
+
+    with kill_when(victim_fitting, sigkill) as killed:
         # batch_to_store: its batch recommendations also go to the results PostgreSQL (test_dag_e2e.py).
-        dagrun = embedded.run({**paths("tiny"), **GRID, "batch_to_store": True, "fits_per_task": 2})
-    return {"dagrun": dagrun, "killed": killed}
+        dagrun = embedded.run(
+            {**paths("tiny"), **GRID, "batch_to_store": True, "fits_per_task": 2},
+            AIRFLOW_CONN_SPARK_DEFAULT=json.dumps(connection),
+            RECSYS_SPARK_DRIVER_HOST="127.0.0.1",
+        )
+    return {"dagrun": dagrun, "killed": killed, "cluster": cluster["state"]()}
 
 
 @dataclass

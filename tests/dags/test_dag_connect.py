@@ -34,8 +34,9 @@ def test_connect_run_gives_the_same_trials_best_point_and_metrics(connect_run, r
         other = connected[key]
         assert (other["status"], other["is_best"], other["n_users"]) == (row["status"], row["is_best"], row["n_users"])
         for metric in METRICS:
-            # Same input files in the same row order, same seed, one ALS block per core on both local[2]
-            # sides: the fits are the same computation, so the metrics agree to float round-off.
+            # Same input files in the same row order, same seed, one ALS block per core on two cores on both
+            # sides (the cluster's executor, the server's local[2]): the same computation, so the metrics agree
+            # to float round-off.
             if row[metric] is None:
                 assert other[metric] is None, (key, metric)
             else:

@@ -1,8 +1,8 @@
-"""End to end, the default mode: the real DAG on the tiny data set, each Spark stage a spark-submit on
-local Spark, results and the model registry in PostgreSQL. In the same run: a grid point that cannot fit
-(the drop transform with a threshold above every count) fails once and is not retried, a fit killed
-mid-run is retried, and the run still publishes its best point as the first champion, which the served
-API then answers from."""
+"""End to end, the default mode: the real DAG on the tiny data set, each Spark stage a spark-submit to a Spark
+standalone cluster on 127.0.0.1 (client mode), results and the model registry in PostgreSQL. In the same
+run: a grid point that cannot fit (the drop transform with a threshold above every count) fails once and is
+not retried, a fit killed mid-run is retried, and the run still publishes its best point as the first
+champion, which the served API then answers from."""
 
 from __future__ import annotations
 
@@ -124,6 +124,24 @@ def test_a_killed_fit_is_retried_and_a_point_that_cannot_fit_is_not(reference_ru
     # Rank 8 is below RECSYS_NATIVE_BLAS_MIN_RANK (40): the task's JVM fitted on netlib's Java BLAS, which the
     # machine's native OpenBLAS would otherwise have replaced (docs/benchmarks.md, "Native BLAS").
     assert summary["blas"] == "dev.ludovic.netlib.blas.VectorBLAS"
+
+
+def test_every_stage_ran_as_an_application_on_the_standalone_cluster(reference_run):
+    """The master lists each Spark stage as an application (the killed fit's and its retry's included),
+    every one ended (the master marks an application whose driver vanished finished), none left running."""
+    apps = reference_run["cluster"]["completedapps"]
+    names = sorted(app["name"] for app in apps)
+    assert names == sorted([
+        "music_recsys.ingest",
+        "music_recsys.index",
+        "music_recsys.fit.r8_reg0.1_a1_none..r8_reg0.1_a10_none",  # the attempt killed mid-fit
+        "music_recsys.fit.r8_reg0.1_a1_none..r8_reg0.1_a10_none",  # its retry
+        "music_recsys.fit.r8_reg0.1_a1_drop..r8_reg0.1_a10_drop",
+        "music_recsys.evaluate",
+        "music_recsys.batch_recommendations",
+    ]), names  # fmt: skip
+    assert {app["state"] for app in apps} == {"FINISHED"}
+    assert not reference_run["cluster"]["activeapps"]
 
 
 def test_rerecording_the_same_run_rewrites_identical_rows(reference_run, embedded):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.airflow import quick_polls
+from harness.airflow import quick_polls, remembered_param_checks
 from music_recsys.pipeline import failure as F
 
 # The whole fault matrix is about 20 `dag.test` runs of the real DAG: tens of seconds.
@@ -108,7 +108,8 @@ def run(dag, scenario: Scenario):
 
     scenario.ran.clear()
     errors: list[str] = []
-    with pytest.MonkeyPatch.context() as mp, quick_polls(0.05):  # dag.test's idle waits: near a second a run
+    # dag.test's idle waits (near a second a run) and its repeated param checks: docs/development.md
+    with pytest.MonkeyPatch.context() as mp, quick_polls(0.05), remembered_param_checks():
         mp.setattr(sdk_dag, "_run_task", fake_run_task)
         dagrun = dag.test()
     assert not errors, f"the fake task runner failed: {errors}"

@@ -18,9 +18,10 @@ docs/airflow-ui.md shows are written into docs/img/ as well.
   own data partition (`drops/{{ ds }}/…`), with rows for both in the results store; no scheduled run
   starts when the DAG is unpaused.
 
-The two need different stacks: Airflow gives a manual run dated before the DAG's start date no tasks,
-while a backfill needs the weekly schedule and, to keep unpausing from starting the latest weekly run,
-a start date in the future. The trigger-form stack therefore runs on data drops only (no cron).
+All in one stack, on the weekly schedule: its start date is the moment the stack starts, so a manual run
+(dated later) gets its tasks, a backfill may still cover earlier dates, and unpausing starts nothing (the
+first weekly tick is after the start date; with a start date in the past, Airflow would start the last
+tick's run when it is less than a tenth of the week old).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import re
 import shutil
 import urllib.parse
 import urllib.request
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,7 @@ CONF = {
     "transforms": ["none"],
     "k": 20,
     "max_iter": 3,
+    "batch_k": 0,  # the batch stage has its own runs (test_dag_e2e.py)
 }
 
 
@@ -103,7 +105,7 @@ def _stack(databases, connect_server, tmp_path_factory, port: int | None = None,
 
 
 def _as_admin(base_url: str):
-    """``get_json`` with an admin's JWT for ``base_url``: the UI stack has real logins, so the harness's
+    """``get_json`` with an admin's JWT for ``base_url``: the stack has real logins, so the harness's
     REST calls log in too (a refused token request counts as "not up yet" while the server starts)."""
     tokens: list[str] = []
 
@@ -120,14 +122,15 @@ def _as_admin(base_url: str):
 
 
 @pytest.fixture(scope="module")
-def ui_stack(databases, connect_server, tiny_data, tmp_path_factory):
+def airflow_stack(databases, connect_server, tiny_data, tmp_path_factory):
     # The recommender plugin from plugins/, and Airflow's simple auth manager with two real users; the
     # admin is also the user a failed run's note is written as (the recsys_airflow_api connection).
     port = free_port()
     api = {"conn_type": "http", "host": "127.0.0.1", "port": port, "login": "admin", "password": ui.USERS["admin"]}
     env = {
         **ui.ui_env(tmp_path_factory.mktemp("ui-auth")),
-        "RECSYS_SCHEDULE_CRON": "",
+        # The weekly schedule (the default cron) from now on: unpausing starts nothing (module docstring).
+        "RECSYS_START_DATE": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
         f"AIRFLOW_CONN_{F.api_conn_id().upper()}": json.dumps(api),
     }
     with pytest.MonkeyPatch.context() as mp:
@@ -137,23 +140,22 @@ def ui_stack(databases, connect_server, tiny_data, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def scheduler(databases, connect_server, tiny_data, data_root, tmp_path_factory):
-    # Two weekly drops of the tiny data set's population: same listeners and tracks, plays sampled anew.
+def backfill_stack(airflow_stack, tiny_data, data_root):
+    """The same stack, with two weekly drops of the tiny data set's population (same listeners and tracks,
+    plays sampled anew) for the backfill."""
     population = tiny_data["config"]
     manifests = {
         ds: generate.main(out=str(data_root / "drops" / ds), **{**population, "drop": week})
         for week, ds in enumerate(DATES, start=1)
     }
-    # The weekly schedule stays on, but its first tick is far ahead: unpausing starts nothing.
-    with _stack(databases, connect_server, tmp_path_factory, RECSYS_START_DATE="2100-01-01") as stack:
-        yield {**stack, "manifests": manifests}
+    return {**airflow_stack, "manifests": manifests}
 
 
 @pytest.fixture(scope="module")
-def form_run(ui_stack) -> dict:
+def form_run(airflow_stack) -> dict:
     """A small grid triggered through the trigger form in Chromium, run to its end; its model is the first
     champion (the rollback target of the pages test). Returns the finished run."""
-    airflow = ui_stack["airflow"]
+    airflow = airflow_stack["airflow"]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with _chromium() as p:
         browser = p.chromium.launch(
@@ -214,8 +216,8 @@ def _run(airflow, run_id: str) -> dict:
     return airflow.get(f"dags/music_recsys/dagRuns/{urllib.parse.quote(run_id, safe='')}")
 
 
-def test_trigger_form_runs_a_small_grid(ui_stack, form_run):
-    airflow, run = ui_stack["airflow"], form_run
+def test_trigger_form_runs_a_small_grid(airflow_stack, form_run):
+    airflow, run = airflow_stack["airflow"], form_run
     assert run["conf"]["ranks"] == [4] and run["conf"]["transforms"] == ["none"] and run["conf"]["k"] == 20
     assert run["conf"]["train_path"] == "tiny/train.parquet"
     assert run["state"] == "success"
@@ -236,6 +238,7 @@ APPROVAL_CONF = {
     "min_lift_over_popularity": 0,
     "max_regression": 1,
     "require_approval": True,
+    "batch_k": 0,
 }
 
 
@@ -251,11 +254,11 @@ def _api(airflow, path: str, method: str = "GET", body: dict | None = None, user
 
 
 @pytest.fixture(scope="module")
-def approval(ui_stack, form_run) -> dict:
+def approval(airflow_stack, form_run) -> dict:
     """A `require_approval` run after the form's (so a champion exists to compare with): what the registry,
     the Required Action and the pages showed while it waited, then its approval through the REST API and
     what followed. The approval test judges it; the pages test needs its champion and the form's model."""
-    airflow = ui_stack["airflow"]
+    airflow = airflow_stack["airflow"]
     run_id = airflow.trigger(APPROVAL_CONF, "manual__require_approval")
 
     def state(task_id: str) -> str | None:
@@ -266,7 +269,7 @@ def approval(ui_stack, form_run) -> dict:
     version = publication["version"]
     quoted = urllib.parse.quote(run_id, safe="")
     hitl = f"dags/music_recsys/dagRuns/{quoted}/taskInstances/approve_model/-1/hitlDetails"
-    with contextlib.closing(ResultsStore(ui_stack["results_url"])) as store:
+    with contextlib.closing(ResultsStore(airflow_stack["results_url"])) as store:
         waiting = {
             "status": registry.get(store, version)["status"],
             "champion": (registry.champion(store) or {}).get("model_version"),
@@ -332,10 +335,10 @@ def _see_the_pending_decision(airflow, run_id: str, version: str) -> None:
         browser.close()
 
 
-def test_the_recommender_pages_in_the_browser(ui_stack, approval):
-    airflow = ui_stack["airflow"]
+def test_the_recommender_pages_in_the_browser(airflow_stack, approval):
+    airflow = airflow_stack["airflow"]
     base = airflow.base_url
-    store = ResultsStore(ui_stack["results_url"])
+    store = ResultsStore(airflow_stack["results_url"])
     try:
         champion = registry.champion(store)
         earlier = [m for m in registry.all_models(store) if m["status"] == "retired" and not m["bundle_removed_at"]]
@@ -411,11 +414,11 @@ def test_the_recommender_pages_in_the_browser(ui_stack, approval):
         store.close()
 
 
-def test_the_dag_processor_writes_failure_json_and_the_runs_note(ui_stack):
+def test_the_dag_processor_writes_failure_json_and_the_runs_note(airflow_stack):
     """A failed run under a real deployment: the DAG's on_failure_callback runs in the dag-processor, where
     there is no metadata DB, reads the task states through the supervisor, writes failure.json and sets the
     run's note through the REST API with the ``recsys_airflow_api`` connection."""
-    airflow = ui_stack["airflow"]
+    airflow = airflow_stack["airflow"]
     run_id = airflow.trigger({"train_path": "missing/train.parquet"}, "manual__failure_note")
     path = run_dir(run_id) / F.FAILURE_FILE
     quoted = urllib.parse.quote(run_id, safe="")
@@ -451,8 +454,8 @@ def test_the_dag_processor_writes_failure_json_and_the_runs_note(ui_stack):
         browser.close()
 
 
-def test_backfill_over_a_grid_plans_every_week(scheduler):
-    out = scheduler["airflow"].cli(
+def test_backfill_over_a_grid_plans_every_week(backfill_stack):
+    out = backfill_stack["airflow"].cli(
         "backfill", "create", "--dag-id", "music_recsys", "--from-date", "2026-01-05", "--to-date", "2026-01-27",
         "--max-active-runs", "2", "--dry-run", "--dag-run-conf", json.dumps(CONF),
     )  # fmt: skip
@@ -461,15 +464,15 @@ def test_backfill_over_a_grid_plans_every_week(scheduler):
     assert "drops/{{ ds }}/train.parquet" in out
 
 
-def test_backfill_runs_each_date_on_its_partition_concurrently(scheduler, data_root):
-    airflow, manifests = scheduler["airflow"], scheduler["manifests"]
+def test_backfill_runs_each_date_on_its_partition_concurrently(backfill_stack, data_root):
+    airflow, manifests = backfill_stack["airflow"], backfill_stack["manifests"]
     airflow.cli(
         "backfill", "create", "--dag-id", "music_recsys", "--from-date", DATES[0], "--to-date", "2026-01-13",
         "--max-active-runs", "2", "--dag-run-conf", json.dumps(CONF),
     )  # fmt: skip
-    runs = airflow.wait_for_runs(2, timeout=900)
-    # Only the two backfill runs: the schedule started nothing.
-    assert [r["run_type"] for r in runs] == ["backfill", "backfill"]
+    runs = airflow.wait_for_runs(2, timeout=900, run_type="backfill")
+    # The schedule started nothing: every other run of the stack was triggered by hand.
+    assert {r["run_type"] for r in airflow.runs()} == {"manual", "backfill"}
     assert [r["state"] for r in runs] == ["success", "success"]
     assert [r["logical_date"][:10] for r in runs] == DATES
     assert all(r["conf"]["ranks"] == [4] for r in runs)
@@ -477,7 +480,7 @@ def test_backfill_runs_each_date_on_its_partition_concurrently(scheduler, data_r
     spans = [(datetime.fromisoformat(r["start_date"]), datetime.fromisoformat(r["end_date"])) for r in runs]
     assert max(s for s, _ in spans) < min(e for _, e in spans), spans
 
-    store = ResultsStore(scheduler["results_url"])
+    store = ResultsStore(backfill_stack["results_url"])
     try:
         for run, ds in zip(runs, DATES, strict=True):
             directory = run_dir(run["dag_run_id"])
