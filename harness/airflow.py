@@ -53,7 +53,8 @@ def remembered_param_checks() -> Iterator[None]:
     passed: set[tuple[str, str]] = set()
 
     def validate(instance: Any, schema: Any, *args: Any, **kwargs: Any) -> None:
-        key = (json.dumps(instance, sort_keys=True, default=repr), json.dumps(schema, sort_keys=True, default=repr))
+        # repr, not JSON, for the value: jsonschema tells a tuple from a list, and True from 1.
+        key = (repr(instance), json.dumps(schema, sort_keys=True, default=repr))
         if key not in passed:
             real(instance, schema, *args, **kwargs)
             passed.add(key)

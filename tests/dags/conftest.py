@@ -50,11 +50,13 @@ def reference_run(embedded, cluster):
                   "extra": {"deploy-mode": "client"}}  # fmt: skip
 
     def victim_fitting() -> list:  # its processes, once the master runs its application (a JVM takes seconds)
+        if not (found := fit_processes(VICTIM)):
+            return []
         try:
             active = {app["name"] for app in cluster["state"]()["activeapps"]}
         except OSError:
             return []
-        return fit_processes(VICTIM) if VICTIM_APP in active else []
+        return found if VICTIM_APP in active else []
 
     with kill_when(victim_fitting, sigkill) as killed:
         # batch_to_store: its batch recommendations also go to the results PostgreSQL (test_dag_e2e.py).

@@ -57,10 +57,14 @@ def test_a_param_check_that_passed_is_remembered_and_a_failing_one_always_runs()
                     jsonschema.validate(0, schema)
             with pytest.raises(jsonschema.ValidationError):  # another schema is another check
                 jsonschema.validate(5, {**schema, "minimum": 6})
+            array = {"$schema": schema["$schema"], "type": "array"}
+            jsonschema.validate([1], array)
+            with pytest.raises(jsonschema.ValidationError):  # a tuple is not a JSON array, though it dumps as one
+                jsonschema.validate((1,), array)
         assert jsonschema.validate is counting  # restored on the way out
     finally:
         jsonschema.validate = real
-    assert calls == [5, 0, 0, 0, 5]
+    assert calls == [5, 0, 0, 0, 5, [1], (1,)]
 
 
 def test_airflow_checks_params_through_the_function_the_harness_remembers():
