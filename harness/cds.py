@@ -54,9 +54,7 @@ def build(target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     archive = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # same folder: the rename is atomic
     with tempfile.TemporaryDirectory(prefix="music-recsys-cds-") as tmp:
-        # The archive holds the classes the run loaded, not compiled code: C1 alone compiles less in this short
-        # run (make setup's step 90.6 s -> 73.0 s here), and JVMs on C2 map the archive all the same.
-        flags = f"{executor_java_options()} -XX:TieredStopAtLevel=1 -XX:ArchiveClassesAtExit={archive} {CDS_QUIET}"
+        flags = f"{executor_java_options()} -XX:ArchiveClassesAtExit={archive} {CDS_QUIET}"
         conf = {**spark_conf(), "spark.driver.extraJavaOptions": flags}
         command = [str(Path(sys.executable).parent / "spark-submit"), "--master", "local[2]"]
         for key, value in conf.items():
