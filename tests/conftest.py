@@ -54,7 +54,7 @@ XDIST_GROUPS = {
     "dags/test_dag_connect.py": "embedded-runs",
     "dags/test_dag_guardrails.py": "embedded-runs",
     "dags/test_dag_fault_drills.py": "embedded-runs",
-    "dags/test_scheduler.py": "airflow-stacks",
+    "dags/test_scheduler.py": "airflow-stack",
     **dict.fromkeys(
         [
             "jobs/test_ingest.py",
@@ -90,13 +90,12 @@ def pytest_xdist_make_scheduler(config, log):
     return FileGroups(config, log)
 
 
-# The longest units, longest first (seconds of one worker, idle machine, 2026-12-07: the embedded runs
-# 680, the stacks 586, the cluster 155, the fault matrix 110, the BLAS bench's tiny run 72, ingest 70,
-# fit 49). A worker always holds one unit beyond the one it runs: a long unit last leaves the other worker
-# idle. The rest go out by number of tests, as xdist would send them.
+# The longest units, longest first (their seconds: docs/development.md). A worker always holds one unit beyond
+# the one it runs: a long unit last leaves the other worker idle. The rest go out by number of tests, as
+# xdist would send them.
 LONGEST_FIRST = (
     "embedded-runs",
-    "airflow-stacks",
+    "airflow-stack",
     "local-spark",
     "dags/test_dag_faults.py",
     "bench/test_als_blas.py",
@@ -113,6 +112,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "spark" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.spark)
+            if _unit(item.nodeid) != "local-spark":  # xdist's scheduler sees node ids only, not fixtures
+                raise pytest.UsageError(f"{item.nodeid} uses the local Spark session: list its file in XDIST_GROUPS")
     if hasattr(config, "workerinput"):  # an xdist worker: its collection order is the order units go out
         sizes = Counter(_unit(item.nodeid) for item in items)
 

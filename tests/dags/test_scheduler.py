@@ -89,21 +89,6 @@ def _chromium():
     return sync_playwright()
 
 
-@contextlib.contextmanager
-def _stack(databases, connect_server, tmp_path_factory, port: int | None = None, **env: str):
-    results_url = databases.create()
-    env = {
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": databases.create().replace("postgresql://", "postgresql+psycopg2://"),
-        "AIRFLOW_CONN_RECSYS_RESULTS": airflow_uri(results_url),
-        "AIRFLOW_CONN_SPARK_DEFAULT": connect_server.connection(),
-        "RECSYS_RETRIES": "0",
-        **env,
-    }
-    with local_airflow(tmp_path_factory.mktemp("airflow-services"), port or free_port(), env) as airflow:
-        airflow.unpause()
-        yield {"airflow": airflow, "results_url": results_url}
-
-
 def _as_admin(base_url: str):
     """``get_json`` with an admin's JWT for ``base_url``: the stack has real logins, so the harness's
     REST calls log in too (a refused token request counts as "not up yet" while the server starts)."""
@@ -127,16 +112,22 @@ def airflow_stack(databases, connect_server, tiny_data, tmp_path_factory):
     # admin is also the user a failed run's note is written as (the recsys_airflow_api connection).
     port = free_port()
     api = {"conn_type": "http", "host": "127.0.0.1", "port": port, "login": "admin", "password": ui.USERS["admin"]}
+    results_url = databases.create()
     env = {
         **ui.ui_env(tmp_path_factory.mktemp("ui-auth")),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": databases.create().replace("postgresql://", "postgresql+psycopg2://"),
+        "AIRFLOW_CONN_RECSYS_RESULTS": airflow_uri(results_url),
+        "AIRFLOW_CONN_SPARK_DEFAULT": connect_server.connection(),
+        f"AIRFLOW_CONN_{F.api_conn_id().upper()}": json.dumps(api),
+        "RECSYS_RETRIES": "0",
         # The weekly schedule (the default cron) from now on: unpausing starts nothing (module docstring).
         "RECSYS_START_DATE": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
-        f"AIRFLOW_CONN_{F.api_conn_id().upper()}": json.dumps(api),
     }
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(harness.airflow, "get_json", _as_admin(f"http://127.0.0.1:{port}"))
-        with _stack(databases, connect_server, tmp_path_factory, port=port, **env) as stack:
-            yield stack
+        with local_airflow(tmp_path_factory.mktemp("airflow-services"), port, env) as airflow:
+            airflow.unpause()
+            yield {"airflow": airflow, "results_url": results_url}
 
 
 @pytest.fixture(scope="module")
