@@ -43,6 +43,16 @@ def latencies_meanwhile(url: str, busy: threading.Event, path: str = "/users/u03
     return seen
 
 
+def assert_kept_answering(seen: list) -> None:
+    """The second client was answered throughout: every request 200, typically in milliseconds, and none held
+    for as long as the other client's upload lasts (a server that waited for that body would hold one for
+    seconds). One request may lose the CPU for a few hundred ms on two busy cores (0.53 s seen in CI), so the
+    bound on the slowest one is 1 s, not the typical latency."""
+    seconds = sorted(s for s, _ in seen)
+    assert len(seen) > 20 and {status for _, status in seen} == {200}, seen
+    assert seconds[len(seconds) // 2] < 0.05 and seconds[-1] < 1.0, seconds[-5:]
+
+
 def test_an_oversized_chunked_upload_is_refused_while_it_is_read_and_others_keep_answering(server):
     """A client streams 200 MB of chunked body (no Content-Length) as fast as it can; it gets its 413 after
     about the limit, and a second client's requests answer quickly all the while."""
@@ -83,9 +93,7 @@ def test_an_oversized_chunked_upload_is_refused_while_it_is_read_and_others_keep
     assert result.get("status") == 413, result
     assert json.loads(result["body"])["detail"].startswith("request body over the limit of 1,048,576 bytes")
     assert "stopped" in result and result["sent"] < 50 * 2**20, result  # cut off, not read to the end
-    others = result["others"]
-    assert len(others) > 20 and {status for _, status in others} == {200}
-    assert max(seconds for seconds, _ in others) < 0.5, sorted(others)[-5:]
+    assert_kept_answering(result["others"])
 
 
 def test_a_slow_upload_holds_only_its_own_connection(server):
@@ -110,7 +118,7 @@ def test_a_slow_upload_holds_only_its_own_connection(server):
     other.join(timeout=10)
     sock.close()
     assert (status, headers["x-model-version"], len(json.loads(body)["items"])) == (200, "b", 4)
-    assert len(seen) > 20 and max(seconds for seconds, _ in seen) < 0.5
+    assert_kept_answering(seen)
 
 
 def test_sigterm_lets_the_request_in_flight_finish(server):
