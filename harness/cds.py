@@ -67,7 +67,9 @@ def build(target: Path) -> Path:
         done = subprocess.run([*command, __file__], env=env, capture_output=True, text=True)
     if done.returncode != 0 or not archive.exists():
         archive.unlink(missing_ok=True)
-        raise RuntimeError(f"building the CDS archive failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        # spark-submit passes the application's Python traceback to stdout, Spark's log to stderr.
+        said = f"{done.stdout[-3000:]}\n{done.stderr[-1500:]}"
+        raise RuntimeError(f"building the CDS archive failed ({done.returncode}):\n{said}")
     archive.replace(target)
     return target
 
