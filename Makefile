@@ -8,7 +8,8 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export RECSYS_DATA_ROOT ?= $(CURDIR)/data
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 # What the class-data-sharing archive's build (harness/cds.py) imports, installed first so that the archive
-# builds while the rest installs (tests/harness/test_cds.py checks the list covers the build's imports).
+# builds while the rest installs (tests/harness/test_cds.py checks the list covers the build's imports); a
+# failed install still waits for the build, so no JVM outlives make.
 SPARK_SIDE := pyspark pyspark-client numpy pandas pyarrow jsonschema
 
 .PHONY: setup demo serve test test-fast lint data bench clean
@@ -26,7 +27,7 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e .
 	$(BIN)/python -m harness.cds --build >$(VENV)/cds.log 2>&1 & cds=$$!; \
 	  $(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt -c constraints.txt \
-	    || { kill $$cds; exit 1; }; \
+	    || { wait $$cds; exit 1; }; \
 	  wait $$cds; built=$$?; cat $(VENV)/cds.log; exit $$built
 	$(BIN)/music-recsys check-install
 	touch $(STAMP)
