@@ -21,6 +21,8 @@ from music_recsys import settings
 
 # The same folder the DAG submits from (one rule: ``settings.jobs_dir``).
 JOBS_DIR = settings.jobs_dir(beside=__file__)
+# The jobs the training run runs, in order (every Spark stage of a run).
+JOBS = ("ingest", "index_ids", "fit_als", "evaluate")
 
 
 def training_run() -> None:
@@ -39,11 +41,11 @@ def training_run() -> None:
     )
     plan = write_plan(config, "cds")
     spark = get_spark("harness.cds")
-    stages = [("ingest", plan["ingest_args"]), ("index_ids", plan["index_args"])]
-    stages += [("fit_als", plan["fit_kwargs"][0]["application_args"]), ("evaluate", plan["evaluate_args"])]
-    for name, args in stages:
+    args = {"ingest": plan["ingest_args"], "index_ids": plan["index_args"], "evaluate": plan["evaluate_args"]}
+    args["fit_als"] = plan["fit_kwargs"][0]["application_args"]
+    for name in JOBS:
         module = load_job(JOBS_DIR / f"{name}.py")
-        module.run(spark, **vars(module.parse_args(args)))
+        module.run(spark, **vars(module.parse_args(args[name])))
     spark.stop()
 
 

@@ -15,7 +15,7 @@ from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[2]
 
-# The build's application: harness/cds.py's training run and every job it runs, as spark-submit loads them.
+# The build's application: what harness/cds.py's training run imports and every job it runs (cds.JOBS).
 BUILD_IMPORTS = """
 import json, sys
 from pathlib import Path
@@ -26,7 +26,7 @@ from music_recsys.pipeline.job import load_job
 from music_recsys.pipeline.plan import write_plan
 from music_recsys.pipeline.spark import get_spark, spark_conf, executor_java_options
 import pyspark.sql, pyspark.ml.recommendation
-for name in ("ingest", "index_ids", "fit_als", "evaluate"):
+for name in cds.JOBS:
     load_job(cds.JOBS_DIR / f"{name}.py")
 RunConfig.from_params({"train_path": "t.parquet", "validation_path": "v.parquet", "test_path": "s.parquet"})
 print(json.dumps(sorted({m.split(".")[0] for m in sys.modules} - set(sys.stdlib_module_names))))

@@ -46,8 +46,8 @@ def latencies_meanwhile(url: str, busy: threading.Event, path: str = "/users/u03
 def assert_kept_answering(seen: list) -> None:
     """The second client was answered throughout: every request 200, typically in milliseconds, and none held
     for as long as the other client's upload lasts (a server that waited for that body would hold one for
-    seconds). One request may lose the CPU for a few hundred ms on two busy cores (0.53 s seen in CI), so the
-    bound on the slowest one is 1 s, not the typical latency."""
+    seconds). One request may lose the CPU for a few hundred ms on two busy cores (over 0.5 s seen once in a
+    clean-clone run), so the bound on the slowest one is 1 s, not the typical latency."""
     seconds = sorted(s for s, _ in seen)
     assert len(seen) > 20 and {status for _, status in seen} == {200}, seen
     assert seconds[len(seconds) // 2] < 0.05 and seconds[-1] < 1.0, seconds[-5:]
